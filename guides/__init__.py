@@ -1,0 +1,1 @@
+"""Variational families for Bayesian networks, installed as ``pyro_bnn.guides``."""

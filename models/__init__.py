@@ -1,0 +1,1 @@
+"""Model builders and reference networks, installed as ``pyro_bnn.models``."""

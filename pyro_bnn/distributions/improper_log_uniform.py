@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+
+
+class ImproperLogUniform(TorchDistribution):
+    r"""
+    The scale-invariant log-uniform prior of sparse variational dropout,
+
+    .. math:: p(w) \propto \frac{1}{|w|}, \qquad w \in \mathbb{R},
+
+    i.e. :math:`\log |w|` is uniform on the whole real line (Molchanov et al., 2017;
+    the normal-Jeffreys prior of Bayesian compression, thesis Eq. 76). The prior is
+    improper: :meth:`log_prob` returns :math:`-\log|w|`, which is correct up to an
+    additive constant, and :meth:`sample` raises.
+
+    Paired with a Gaussian guide :math:`q(w) = \mathcal{N}(\mu, \sigma^2)` the KL
+    divergence depends only on :math:`\alpha = \sigma^2/\mu^2`; it is registered with
+    :func:`torch.distributions.kl.kl_divergence` as the sparse-VD approximation
+    :func:`~pyro_bnn.distributions.kl.sparse_vd_kl`, whose constant is fixed so the KL
+    tends to zero as :math:`\alpha \to \infty`. Monte Carlo estimates of
+    :math:`\mathbb{E}_q[\log q - \log p]` built from :meth:`log_prob` (as in
+    :class:`~pyro.infer.Trace_ELBO`) differ from that KL by the constant
+    :data:`~pyro_bnn.distributions.kl.LOG_UNIFORM_KL_OFFSET`, which changes no gradient.
+
+    :param torch.Size batch_shape: the batch shape; usually the shape of the weight,
+        followed by ``.to_event(n)`` in a model.
+    """
+
+    arg_constraints = {}
+    support = constraints.real
+
+    def __init__(self, batch_shape: torch.Size | tuple[int, ...] = torch.Size(), validate_args=None):
+        super().__init__(torch.Size(batch_shape), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ImproperLogUniform, _instance)
+        super(ImproperLogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return -value.abs().log()
+
+    def sample(self, sample_shape=torch.Size()):
+        raise NotImplementedError(
+            "ImproperLogUniform is an improper prior (p(w) proportional to 1/|w| on the "
+            "whole real line) and cannot be sampled. Sample from the guide instead, or use "
+            "pyro_bnn.distributions.LogUniform(low, high) for a proper log-uniform prior."
+        )

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
+
+
+class ScaleMixtureNormal(TorchDistribution):
+    r"""
+    The two-component scale-mixture prior of Bayes by Backprop (Blundell et al., 2015),
+
+    .. math:: p(w) = \pi\,\mathcal{N}(w \mid 0, \sigma_1^2)
+                     + (1 - \pi)\,\mathcal{N}(w \mid 0, \sigma_2^2),
+
+    a broad component that admits large weights mixed with a narrow one that pulls
+    most weights towards zero; the paper's MNIST choice is :math:`\pi = 1/2`,
+    :math:`\sigma_1 = 1`, :math:`\sigma_2 = e^{-6}`.
+
+    The KL divergence from a Gaussian guide to this prior has no closed form, so none
+    is registered: :class:`~pyro.infer.TraceMeanField_ELBO` then falls back to the
+    single-sample Monte Carlo term :math:`\log q(w) - \log p(w)`, which is what the
+    paper optimizes. Sampling is exact but not reparameterizable (the component is
+    discrete).
+
+    :param torch.Tensor weight: mixture weight :math:`\pi` of the first component.
+    :param torch.Tensor scale1: standard deviation :math:`\sigma_1 > 0` of the first.
+    :param torch.Tensor scale2: standard deviation :math:`\sigma_2 > 0` of the second.
+    """
+
+    arg_constraints = {
+        "weight": constraints.unit_interval,
+        "scale1": constraints.positive,
+        "scale2": constraints.positive,
+    }
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, weight, scale1, scale2, validate_args=None):
+        self.weight, self.scale1, self.scale2 = broadcast_all(weight, scale1, scale2)
+        super().__init__(self.weight.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ScaleMixtureNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.weight = self.weight.expand(batch_shape)
+        new.scale1 = self.scale1.expand(batch_shape)
+        new.scale2 = self.scale2.expand(batch_shape)
+        super(ScaleMixtureNormal, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.zeros_like(self.weight)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.weight * self.scale1.square() + (1 - self.weight) * self.scale2.square()
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            first = torch.bernoulli(self.weight.expand(shape)).bool()
+            scale = torch.where(first, self.scale1.expand(shape), self.scale2.expand(shape))
+            return scale * torch.randn(shape, dtype=scale.dtype, device=scale.device)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        const = 0.5 * math.log(2 * math.pi)
+        log1 = -0.5 * (value / self.scale1).square() - self.scale1.log() - const
+        log2 = -0.5 * (value / self.scale2).square() - self.scale2.log() - const
+        # log(pi) and log(1 - pi) may be -inf at the ends of [0, 1]; logsumexp handles it.
+        return torch.logsumexp(
+            torch.stack([self.weight.log() + log1, torch.log1p(-self.weight) + log2]), dim=0
+        )
+
+    def cdf(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+
+        def phi(x):
+            return 0.5 * torch.erfc(-x / math.sqrt(2))
+
+        return self.weight * phi(value / self.scale1) + (1 - self.weight) * phi(value / self.scale2)
