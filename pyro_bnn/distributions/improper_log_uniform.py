@@ -44,7 +44,8 @@ class ImproperLogUniform(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return -value.abs().log()
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        return -value.abs().log().expand(shape)
 
     def sample(self, sample_shape=torch.Size()):
         raise NotImplementedError(
