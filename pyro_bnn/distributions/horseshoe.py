@@ -43,7 +43,9 @@ def half_cauchy_decomposition(scale: float | torch.Tensor) -> tuple[Gamma, Inver
     return Gamma(half, scale.square().reciprocal()), InverseGamma(half, torch.ones_like(scale))
 
 
-def _half_cauchy_site(name: str, scale: float | torch.Tensor, shape: tuple[int, ...], decomposed: bool):
+def _half_cauchy_site(
+    name: str, scale: float | torch.Tensor, shape: tuple[int, ...], decomposed: bool
+):
     def site(suffix, fn):
         fn = fn.expand(shape).to_event(len(shape)) if shape else fn
         return pyro.sample(f"{name}.{suffix}", fn)

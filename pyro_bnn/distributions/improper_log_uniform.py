@@ -32,7 +32,9 @@ class ImproperLogUniform(TorchDistribution):
     arg_constraints = {}
     support = constraints.real
 
-    def __init__(self, batch_shape: torch.Size | tuple[int, ...] = torch.Size(), validate_args=None):
+    def __init__(
+        self, batch_shape: torch.Size | tuple[int, ...] = torch.Size(), validate_args=None
+    ):
         super().__init__(torch.Size(batch_shape), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

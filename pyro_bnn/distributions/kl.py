@@ -196,7 +196,9 @@ def _kl_matrix_normal_normal(p: MatrixNormal, q: Independent) -> torch.Tensor:
     _check_event_shapes(p, q)
     rows, cols = p.event_shape
     elementwise = (
-        p.variance / base.scale.square() + ((p.loc - base.loc) / base.scale).square() + 2 * base.scale.log()
+        p.variance / base.scale.square()
+        + ((p.loc - base.loc) / base.scale).square()
+        + 2 * base.scale.log()
     )
     log_det_p = cols * p._row.log_det() + rows * p._col.log_det()
     return 0.5 * (elementwise.sum((-2, -1)) - rows * cols - log_det_p)
@@ -225,6 +227,4 @@ def _kl_mvn_normal(p: MultivariateNormal, q: Independent) -> torch.Tensor:
     variance = scale_tril.square().sum(-1)
     log_det_p = 2 * scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     elementwise = variance / base.scale.square() + ((p.loc - base.loc) / base.scale).square()
-    return 0.5 * (
-        (elementwise + 2 * base.scale.log()).sum(-1) - p.event_shape[0] - log_det_p
-    )
+    return 0.5 * ((elementwise + 2 * base.scale.log()).sum(-1) - p.event_shape[0] - log_det_p)

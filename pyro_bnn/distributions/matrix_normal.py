@@ -85,7 +85,8 @@ class MatrixNormal(TorchDistribution):
     matrices (thesis Eq. 32, with the normalizer's exponents corrected):
 
     .. math::
-        p(W) = \frac{\exp\left(-\tfrac12 \mathrm{tr}\left[V^{-1}(W - M)^\top U^{-1}(W - M)\right]\right)}
+        p(W) = \frac{\exp\left(-\tfrac12 \mathrm{tr}
+                     \left[V^{-1}(W - M)^\top U^{-1}(W - M)\right]\right)}
                     {(2\pi)^{rc/2}\,|V|^{r/2}\,|U|^{c/2}},
 
     equivalently :math:`\mathrm{vec}(W) \sim \mathcal{N}(\mathrm{vec}(M), V \otimes U)`
@@ -121,12 +122,16 @@ class MatrixNormal(TorchDistribution):
     ):
         loc = torch.as_tensor(loc)
         if loc.dim() < 2:
-            raise ValueError(f"loc must be at least 2-dimensional (r, c), got shape {tuple(loc.shape)}")
+            raise ValueError(
+                f"loc must be at least 2-dimensional (r, c), got shape {tuple(loc.shape)}"
+            )
         rows, cols = loc.shape[-2:]
         row = self._factor("row", rows, row_scale_tril, row_scale, loc)
         col = self._factor("col", cols, col_scale_tril, col_scale, loc)
         batch_shape = torch.broadcast_shapes(loc.shape[:-2], row.batch_shape, col.batch_shape)
-        self._init(loc.expand(batch_shape + (rows, cols)), row.expand(batch_shape), col.expand(batch_shape))
+        self._init(
+            loc.expand(batch_shape + (rows, cols)), row.expand(batch_shape), col.expand(batch_shape)
+        )
         super().__init__(batch_shape, torch.Size((rows, cols)), validate_args=validate_args)
 
     @staticmethod
@@ -211,7 +216,9 @@ class MatrixNormal(TorchDistribution):
     def _log_normalizer(self) -> torch.Tensor:
         rows, cols = self.event_shape
         return 0.5 * (
-            rows * cols * math.log(2 * math.pi) + cols * self._row.log_det() + rows * self._col.log_det()
+            rows * cols * math.log(2 * math.pi)
+            + cols * self._row.log_det()
+            + rows * self._col.log_det()
         )
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

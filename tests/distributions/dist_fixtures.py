@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pyro.distributions as dist
@@ -11,6 +11,7 @@ import scipy.stats
 import torch
 
 import pyro_bnn.distributions as bnn
+from pyro_bnn.distributions import MatrixNormal
 
 
 @dataclass
@@ -135,15 +136,27 @@ FIXTURES = [
         scipy=_ScipyMatrixNormal,
         invalid=[
             (
-                {"loc": [[0.0, 0.0]], "row_scale_tril": _lower([-1.0]), "col_scale_tril": torch.eye(2).double()},
+                {
+                    "loc": [[0.0, 0.0]],
+                    "row_scale_tril": _lower([-1.0]),
+                    "col_scale_tril": torch.eye(2).double(),
+                },
                 "row_scale_tril",
             ),
             (
-                {"loc": [[0.0, 0.0]], "row_scale_tril": _lower([1.0]), "col_scale_tril": _lower([1.0, 1.0], [0.0, 1.0])},
+                {
+                    "loc": [[0.0, 0.0]],
+                    "row_scale_tril": _lower([1.0]),
+                    "col_scale_tril": _lower([1.0, 1.0], [0.0, 1.0]),
+                },
                 "col_scale_tril",
             ),
             (
-                {"loc": [[float("nan"), 0.0]], "row_scale_tril": _lower([1.0]), "col_scale_tril": torch.eye(2).double()},
+                {
+                    "loc": [[float("nan"), 0.0]],
+                    "row_scale_tril": _lower([1.0]),
+                    "col_scale_tril": torch.eye(2).double(),
+                },
                 "loc",
             ),
         ],
@@ -152,7 +165,11 @@ FIXTURES = [
         "MatrixNormal(diagonal)",
         bnn.MatrixNormal,
         [
-            {"loc": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], "row_scale": [0.5, 2.0], "col_scale": [1.0, 0.1, 3.0]},
+            {
+                "loc": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],
+                "row_scale": [0.5, 2.0],
+                "col_scale": [1.0, 0.1, 3.0],
+            },
             {
                 "loc": torch.zeros(4, 2, 3, dtype=torch.float64),
                 "row_scale": [[1.0, 2.0]],
@@ -172,7 +189,12 @@ FIXTURES = [
         sampleable=False,
     ),
     # Pyro's own distributions used by the horseshoe hierarchy and its guides.
-    Fixture("HalfCauchy", dist.HalfCauchy, [{"scale": [1e-5, 1.0, 3.0]}], scipy=lambda p: scipy.stats.halfcauchy(scale=p["scale"])),
+    Fixture(
+        "HalfCauchy",
+        dist.HalfCauchy,
+        [{"scale": [1e-5, 1.0, 3.0]}],
+        scipy=lambda p: scipy.stats.halfcauchy(scale=p["scale"]),
+    ),
     Fixture(
         "LogNormal",
         dist.LogNormal,
@@ -200,6 +222,40 @@ FIXTURES = [
 ]
 
 OURS = [f for f in FIXTURES if f.make.__module__.startswith("pyro_bnn")]
+
+
+# Random matrix normals with every combination of diagonal / dense factors.
+
+
+def random_tril(n, batch=()):
+    a = torch.randn(batch + (n, n), dtype=torch.float64) * 0.4
+    return a.tril(-1) + torch.diag_embed(torch.rand(batch + (n,), dtype=torch.float64) + 0.5)
+
+
+def random_matrix_normal(diagonal_row, diagonal_col, batch=(2,), rows=3, cols=2):
+    loc = torch.randn(batch + (rows, cols), dtype=torch.float64)
+    kwargs = {}
+    if diagonal_row:
+        kwargs["row_scale"] = torch.rand(batch + (rows,), dtype=torch.float64) + 0.5
+    else:
+        kwargs["row_scale_tril"] = random_tril(rows, batch)
+    if diagonal_col:
+        kwargs["col_scale"] = torch.rand(batch + (cols,), dtype=torch.float64) + 0.5
+    else:
+        kwargs["col_scale_tril"] = random_tril(cols, batch)
+    return MatrixNormal(loc, **kwargs)
+
+
+FACTOR_KINDS = [(False, False), (True, True), (True, False), (False, True)]
+
+
+def as_multivariate_normal(d: MatrixNormal) -> dist.MultivariateNormal:
+    # vec stacks columns, so vec(W) = W^T flattened, with covariance V kron U.
+    rows, cols = d.event_shape
+    cov = torch.einsum("...jl,...ik->...jilk", d.col_covariance, d.row_covariance)
+    return dist.MultivariateNormal(
+        d.loc.mT.flatten(-2), cov.reshape(d.batch_shape + (rows * cols,) * 2)
+    )
 
 
 def examples(fixtures):

@@ -87,7 +87,13 @@ def test_sample_moments(fixture, example):
 
 @pytest.mark.parametrize(
     "fixture, example",
-    **examples([f for f in sampleable if f.name in ("LogUniform", "ScaleMixtureNormal") or "Matrix" in f.name]),
+    **examples(
+        [
+            f
+            for f in sampleable
+            if f.name in ("LogUniform", "ScaleMixtureNormal") or "Matrix" in f.name
+        ]
+    ),
 )
 def test_goodness_of_fit(fixture, example):
     # Distributions with a density w.r.t. Lebesgue measure; the mixed ones

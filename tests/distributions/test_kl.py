@@ -16,7 +16,6 @@ from torch.distributions import kl_divergence
 from pyro_bnn.distributions import (
     HardConcrete,
     ImproperLogUniform,
-    MatrixNormal,
     ScaleMixtureNormal,
     SpikeAndSlab,
     sparse_vd_kl,
@@ -26,6 +25,8 @@ from pyro_bnn.distributions.kl import (
     LOG_UNIFORM_KL_OFFSET,
     SPARSE_VD_KL_MAX_ERROR,
 )
+
+from .dist_fixtures import FACTOR_KINDS, as_multivariate_normal, random_matrix_normal, random_tril
 
 NUM_SAMPLES = 200_000
 
@@ -75,7 +76,9 @@ def _sparse_vd_pair(log_alpha, loc=1.0):
 def test_exact_log_uniform_kl_matches_monte_carlo():
     # Validates the reference itself, the prior's log_prob and the documented offset.
     p, q = _sparse_vd_pair(LOG_ALPHA_GRID)
-    exact = torch.tensor([exact_log_uniform_kl(a) for a in LOG_ALPHA_GRID.tolist()], dtype=torch.float64)
+    exact = torch.tensor(
+        [exact_log_uniform_kl(a) for a in LOG_ALPHA_GRID.tolist()], dtype=torch.float64
+    )
     assert_within_3_se(exact, p, q, offset=LOG_UNIFORM_KL_OFFSET)
 
 
@@ -84,7 +87,9 @@ def test_sparse_vd_kl_matches_monte_carlo():
     # to 3 standard errors plus the approximation's own (documented) error.
     p, q = _sparse_vd_pair(LOG_ALPHA_GRID, loc=-0.3)
     analytic = kl_divergence(p, q)
-    assert_within_3_se(analytic, p, q, extra_tolerance=SPARSE_VD_KL_MAX_ERROR, offset=LOG_UNIFORM_KL_OFFSET)
+    assert_within_3_se(
+        analytic, p, q, extra_tolerance=SPARSE_VD_KL_MAX_ERROR, offset=LOG_UNIFORM_KL_OFFSET
+    )
 
 
 def test_sparse_vd_kl_error_bound_is_tight():
@@ -138,10 +143,16 @@ LOG_NORMAL_GRID = [(-3.0, 0.05), (0.0, 0.5), (1.0, 1.5), (-23.0, 0.3)]
         dist.InverseGamma(0.5, 1.0),
         dist.InverseGamma(3.0, 0.2),
     ],
-    ids=["Gamma(0.5,1)", "Gamma(0.5,1e10)", "Gamma(3,2)", "InverseGamma(0.5,1)", "InverseGamma(3,0.2)"],
+    ids=[
+        "Gamma(0.5,1)",
+        "Gamma(0.5,1e10)",
+        "Gamma(3,2)",
+        "InverseGamma(0.5,1)",
+        "InverseGamma(3,0.2)",
+    ],
 )
 def test_log_normal_kl_matches_monte_carlo(prior):
-    loc, scale = (torch.tensor(v, dtype=torch.float64) for v in zip(*LOG_NORMAL_GRID))
+    loc, scale = (torch.tensor(v, dtype=torch.float64) for v in zip(*LOG_NORMAL_GRID, strict=True))
     p = dist.LogNormal(loc, scale)
     q = type(prior)(
         torch.tensor(prior.concentration.item(), dtype=torch.float64),
@@ -153,7 +164,9 @@ def test_log_normal_kl_matches_monte_carlo(prior):
 def test_log_normal_inverse_gamma_kl_matches_thesis_eq_156():
     # -KL(LN(mu, s^2) || IG(1/2, 1)) = -exp(s^2/2 - mu) + (-mu + log s^2 + 1 + log 2) / 2.
     mu, var = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
-    prior = dist.InverseGamma(torch.tensor(0.5, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    prior = dist.InverseGamma(
+        torch.tensor(0.5, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    )
     kl = kl_divergence(dist.LogNormal(mu, var.sqrt()), prior)
     neg_kl = -(var / 2 - mu).exp() + 0.5 * (-mu + var.log() + 1 + math.log(2))
     assert kl.item() == pytest.approx(-neg_kl.item(), rel=1e-12)
@@ -199,7 +212,9 @@ def test_hard_concrete_kl_matches_monte_carlo(prior):
 def test_hard_concrete_kl_is_zero_for_equal_gates_and_differentiable():
     log_alpha = torch.tensor([-3.0, 0.0, 3.0], requires_grad=True)
     p = HardConcrete(log_alpha)
-    assert torch.allclose(kl_divergence(p, HardConcrete(log_alpha.detach())), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(
+        kl_divergence(p, HardConcrete(log_alpha.detach())), torch.zeros(3), atol=1e-6
+    )
     kl_divergence(p, HardConcrete(torch.zeros(3))).sum().backward()
     assert torch.isfinite(log_alpha.grad).all() and (log_alpha.grad != 0).all()
 
@@ -208,52 +223,27 @@ def test_hard_concrete_kl_is_zero_for_equal_gates_and_differentiable():
 # Matrix normal
 
 
-def _random_tril(n, batch=()):
-    a = torch.randn(batch + (n, n), dtype=torch.float64) * 0.4
-    return a.tril(-1) + torch.diag_embed(torch.rand(batch + (n,), dtype=torch.float64) + 0.5)
-
-
-def _matrix_normal(diagonal_row, diagonal_col, batch=(2,), rows=3, cols=2):
-    loc = torch.randn(batch + (rows, cols), dtype=torch.float64)
-    kwargs = {}
-    if diagonal_row:
-        kwargs["row_scale"] = torch.rand(batch + (rows,), dtype=torch.float64) + 0.5
-    else:
-        kwargs["row_scale_tril"] = _random_tril(rows, batch)
-    if diagonal_col:
-        kwargs["col_scale"] = torch.rand(batch + (cols,), dtype=torch.float64) + 0.5
-    else:
-        kwargs["col_scale_tril"] = _random_tril(cols, batch)
-    return MatrixNormal(loc, **kwargs)
-
-
-FACTOR_KINDS = [(False, False), (True, True), (True, False), (False, True)]
-
-
 @pytest.mark.parametrize("p_kind", FACTOR_KINDS, ids=lambda k: f"p{k}")
 @pytest.mark.parametrize("q_kind", [(False, False), (True, True)], ids=lambda k: f"q{k}")
 def test_matrix_normal_kl_matches_monte_carlo(p_kind, q_kind):
-    p, q = _matrix_normal(*p_kind), _matrix_normal(*q_kind)
+    p, q = random_matrix_normal(*p_kind), random_matrix_normal(*q_kind)
     assert_within_3_se(kl_divergence(p, q), p, q)
 
 
 @pytest.mark.parametrize("p_kind", FACTOR_KINDS, ids=str)
 def test_matrix_normal_kl_matches_multivariate_normal(p_kind):
-    p, q = _matrix_normal(*p_kind), _matrix_normal(False, False)
-    expected = kl_divergence(_as_mvn(p), _as_mvn(q))
+    p, q = random_matrix_normal(*p_kind), random_matrix_normal(False, False)
+    expected = kl_divergence(as_multivariate_normal(p), as_multivariate_normal(q))
     assert torch.allclose(kl_divergence(p, q), expected, rtol=1e-10)
-
-
-def _as_mvn(d: MatrixNormal) -> dist.MultivariateNormal:
-    # vec stacks columns, so vec(W) = W^T flattened, with covariance V kron U.
-    cov = torch.stack([torch.kron(v, u) for u, v in zip(d.row_covariance, d.col_covariance)])
-    return dist.MultivariateNormal(d.loc.mT.flatten(-2), cov)
 
 
 @pytest.mark.parametrize("p_kind", FACTOR_KINDS, ids=str)
 def test_matrix_normal_to_iid_normal_kl_matches_monte_carlo(p_kind):
-    p = _matrix_normal(*p_kind)
-    q = dist.Normal(0.3 * torch.randn(2, 3, 2, dtype=torch.float64), torch.rand(2, 3, 2, dtype=torch.float64) + 0.5)
+    p = random_matrix_normal(*p_kind)
+    q = dist.Normal(
+        0.3 * torch.randn(2, 3, 2, dtype=torch.float64),
+        torch.rand(2, 3, 2, dtype=torch.float64) + 0.5,
+    )
     q = q.to_event(2)
     assert_within_3_se(kl_divergence(p, q), p, q)
     standard = dist.Normal(torch.zeros(3, 2, dtype=torch.float64), 1.0).to_event(2)
@@ -262,15 +252,21 @@ def test_matrix_normal_to_iid_normal_kl_matches_monte_carlo(p_kind):
 
 @pytest.mark.parametrize("q_kind", FACTOR_KINDS, ids=str)
 def test_iid_normal_to_matrix_normal_kl_matches_monte_carlo(q_kind):
-    q = _matrix_normal(*q_kind)
-    p = dist.Normal(torch.randn(2, 3, 2, dtype=torch.float64), torch.rand(2, 3, 2, dtype=torch.float64) + 0.3)
+    q = random_matrix_normal(*q_kind)
+    p = dist.Normal(
+        torch.randn(2, 3, 2, dtype=torch.float64), torch.rand(2, 3, 2, dtype=torch.float64) + 0.3
+    )
     p = p.to_event(2)
     assert_within_3_se(kl_divergence(p, q), p, q)
 
 
 def test_multivariate_normal_to_iid_normal_kl_matches_monte_carlo():
-    p = dist.MultivariateNormal(torch.randn(2, 4, dtype=torch.float64), scale_tril=_random_tril(4, (2,)))
-    q = dist.Normal(torch.randn(2, 4, dtype=torch.float64), torch.rand(2, 4, dtype=torch.float64) + 0.5)
+    p = dist.MultivariateNormal(
+        torch.randn(2, 4, dtype=torch.float64), scale_tril=random_tril(4, (2,))
+    )
+    q = dist.Normal(
+        torch.randn(2, 4, dtype=torch.float64), torch.rand(2, 4, dtype=torch.float64) + 0.5
+    )
     q = q.to_event(1)
     assert_within_3_se(kl_divergence(p, q), p, q)
     assert torch.allclose(kl_divergence(p, q), kl_divergence(p, _diagonal_mvn(q)), rtol=1e-10)
@@ -281,14 +277,14 @@ def _diagonal_mvn(d):
 
 
 def test_kl_with_mismatched_event_shapes_is_a_clear_error():
-    p = _matrix_normal(True, True)
+    p = random_matrix_normal(True, True)
     with pytest.raises(ValueError, match=r"event shapes differ"):
         kl_divergence(p, dist.Normal(torch.zeros(2, 3, dtype=torch.float64), 1.0).to_event(2))
 
 
 def test_kl_against_non_normal_independent_is_not_implemented():
     # So that TraceMeanField_ELBO falls back to its Monte Carlo estimate.
-    p = _matrix_normal(True, True)
+    p = random_matrix_normal(True, True)
     with pytest.raises(NotImplementedError):
         kl_divergence(p, dist.Laplace(torch.zeros(2, 3, 2, dtype=torch.float64), 1.0).to_event(2))
 
@@ -309,13 +305,15 @@ def _prior_only_loss(prior, guide_dist):
 
 def test_trace_mean_field_elbo_uses_the_sparse_vd_kl():
     loc, scale = torch.tensor([0.5, -1.0, 0.01]), torch.tensor([0.1, 0.2, 0.3])
-    loss = _prior_only_loss(ImproperLogUniform((3,)).to_event(1), dist.Normal(loc, scale).to_event(1))
+    loss = _prior_only_loss(
+        ImproperLogUniform((3,)).to_event(1), dist.Normal(loc, scale).to_event(1)
+    )
     expected = sparse_vd_kl(2 * scale.log() - loc.square().log()).sum()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_trace_mean_field_elbo_uses_the_matrix_normal_kl():
-    p, q = _matrix_normal(True, False, batch=()), _matrix_normal(False, True, batch=())
+    p, q = random_matrix_normal(True, False, batch=()), random_matrix_normal(False, True, batch=())
     assert _prior_only_loss(q, p).item() == pytest.approx(kl_divergence(p, q).item(), rel=1e-10)
 
 
