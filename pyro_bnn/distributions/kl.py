@@ -25,6 +25,7 @@ from torch.distributions import (
     LogNormal,
     MultivariateNormal,
     Normal,
+    kl_divergence,
     register_kl,
 )
 
@@ -112,11 +113,6 @@ def _kl_log_normal_inverse_gamma(p: LogNormal, q: InverseGamma) -> torch.Tensor:
     return cross_entropy - _log_normal_entropy(p)
 
 
-def _kl_normal_normal(loc_p, scale_p, loc_q, scale_q) -> torch.Tensor:
-    var_ratio = (scale_p / scale_q).square()
-    return 0.5 * (var_ratio + ((loc_p - loc_q) / scale_q).square() - 1 - var_ratio.log())
-
-
 @register_kl(SpikeAndSlab, SpikeAndSlab)
 def _kl_spike_and_slab(p: SpikeAndSlab, q: SpikeAndSlab) -> torch.Tensor:
     # The chain rule over the inclusion indicator: KL(Bern) + pi_p KL(slab_p || slab_q)
@@ -127,7 +123,7 @@ def _kl_spike_and_slab(p: SpikeAndSlab, q: SpikeAndSlab) -> torch.Tensor:
         + torch.special.xlogy(1 - p.probs, 1 - p.probs)
         - torch.special.xlogy(1 - p.probs, 1 - q.probs)
     )
-    slab = _kl_normal_normal(p.loc, p.scale, q.loc, q.scale)
+    slab = kl_divergence(Normal(p.loc, p.scale), Normal(q.loc, q.scale))
     return bernoulli + torch.where(p.probs > 0, p.probs * slab, torch.zeros_like(slab))
 
 

@@ -1,8 +1,11 @@
 import pyro
+import pyro.distributions as dist
 import pytest
 import scipy.stats
 import torch
 from pyro import poutine
+from pyro.infer import TraceMeanField_ELBO
+from torch.distributions import kl_divergence
 
 from pyro_bnn.distributions import group_horseshoe, half_cauchy_decomposition
 
@@ -107,3 +110,32 @@ def test_invalid_arguments_are_named(kwargs, name):
 def test_half_cauchy_decomposition_rejects_a_non_positive_scale():
     with pytest.raises(ValueError, match="scale"):
         half_cauchy_decomposition(0.0)
+
+
+def test_decomposed_hierarchy_has_analytic_kls_for_log_normal_guides():
+    # With log-normal guides on the Gamma / inverse-Gamma scales and a Normal guide on
+    # the standardized weights, every site has a closed-form KL, so the prior-only
+    # TraceMeanField_ELBO loss is exact: the same for any random seed.
+    def model():
+        group_horseshoe("w", (3, 4), group_dim=-1, decomposed=True, centered=False)
+
+    def guide():
+        for name, shape in [("global.gamma", ()), ("global.inv_gamma", ()), ("group.gamma", (4,))]:
+            fn = dist.LogNormal(torch.full(shape, -1.0), torch.full(shape, 0.5))
+            pyro.sample(f"w.{name}", fn.to_event(len(shape)))
+        pyro.sample("w.group.inv_gamma", dist.LogNormal(torch.zeros(4), 0.3).to_event(1))
+        pyro.sample("w.standardized", dist.Normal(torch.zeros(3, 4), 0.1).to_event(2))
+
+    losses = []
+    for seed in (0, 1):
+        pyro.set_rng_seed(seed)
+        losses.append(TraceMeanField_ELBO().loss(model, guide))
+    assert losses[0] == losses[1]
+    expected = (
+        kl_divergence(dist.LogNormal(torch.tensor(-1.0), 0.5), dist.Gamma(0.5, 1e10))
+        + kl_divergence(dist.LogNormal(torch.tensor(-1.0), 0.5), dist.InverseGamma(0.5, 1.0))
+        + 4 * kl_divergence(dist.LogNormal(torch.tensor(-1.0), 0.5), dist.Gamma(0.5, 1.0))
+        + 4 * kl_divergence(dist.LogNormal(torch.tensor(0.0), 0.3), dist.InverseGamma(0.5, 1.0))
+        + 12 * kl_divergence(dist.Normal(0.0, 0.1), dist.Normal(0.0, 1.0))
+    )
+    assert losses[0] == pytest.approx(expected.item(), rel=1e-5)

@@ -334,3 +334,9 @@ def test_scale_mixture_prior_falls_back_to_monte_carlo():
     pyro.set_rng_seed(1)
     w = poutine.trace(guide).get_trace().nodes["w"]["value"]
     assert loss == pytest.approx((guide_dist.log_prob(w) - prior.log_prob(w)).item(), rel=1e-5)
+
+
+def test_trace_mean_field_elbo_uses_the_hard_concrete_kl():
+    p = HardConcrete(torch.tensor([-1.0, 2.0])).to_event(1)
+    q = HardConcrete(torch.zeros(2)).to_event(1)
+    assert _prior_only_loss(q, p).item() == pytest.approx(kl_divergence(p, q).item(), rel=1e-6)
