@@ -9,8 +9,11 @@ from torch.distributions.utils import broadcast_all
 from .util import gauss_legendre
 
 #: Quadrature nodes for the integrals over the continuous part on (0, 1). The
-#: integrands are smooth there (the stretched density is analytic on [gamma, zeta]
-#: and [0, 1] lies strictly inside), so Gauss-Legendre converges geometrically.
+#: integrands are analytic on (gamma, zeta), which contains [0, 1], so Gauss-Legendre
+#: converges geometrically at a rate set by how far gamma and zeta lie from [0, 1].
+#: Against adaptive quadrature, the mean and the KL are within 1e-10 for stretch
+#: limits (-0.1, 1.1) and (-0.01, 1.01); at (-0.001, 1.001) the density is nearly
+#: singular at the ends and the KL is off by about 2e-3 nats.
 QUADRATURE_NODES = 64
 
 
@@ -170,7 +173,14 @@ class HardConcrete(TorchDistribution):
 
     @property
     def variance(self) -> torch.Tensor:
-        # E[z^2] = int_0^1 2 t P(z > t) dt.
+        # The central moment P(0) m^2 + P(1) (1 - m)^2 + int_0^1 (t - m)^2 q(t) dt sums
+        # non-negative terms, so it has none of the cancellation of E[z^2] - m^2 when the
+        # gate is nearly always 0 or 1.
         nodes, weights = self._quadrature()
-        second_moment = (weights * 2 * nodes * torch.sigmoid(-self._cdf_logit(nodes))).sum(0)
-        return second_moment - self.mean.square()
+        mean = self.mean
+        continuous = weights * self._stretched_log_density(nodes).exp() * (nodes - mean).square()
+        return (
+            self.log_prob_zero.exp() * mean.square()
+            + self.log_prob_one.exp() * (1 - mean).square()
+            + continuous.sum(0)
+        )

@@ -29,6 +29,12 @@ from pyro.distributions import Gamma, HalfCauchy, InverseGamma, Normal
 DEFAULT_GLOBAL_SCALE = 1e-5
 
 
+def _as_float_tensor(value: float | torch.Tensor) -> torch.Tensor:
+    if torch.is_tensor(value) and value.is_floating_point():
+        return value
+    return torch.as_tensor(value, dtype=torch.get_default_dtype())
+
+
 def half_cauchy_decomposition(scale: float | torch.Tensor) -> tuple[Gamma, InverseGamma]:
     r"""
     The pair :math:`(\mathcal{G}(\tfrac12, \mathrm{rate}=1/k^2), \mathcal{IG}(\tfrac12, 1))`
@@ -36,7 +42,7 @@ def half_cauchy_decomposition(scale: float | torch.Tensor) -> tuple[Gamma, Inver
 
     :param scale: the half-Cauchy scale :math:`k > 0`.
     """
-    scale = torch.as_tensor(scale, dtype=torch.get_default_dtype())
+    scale = _as_float_tensor(scale)
     if not torch.all(scale > 0):
         raise ValueError(f"half_cauchy_decomposition: scale must be positive, got {scale}")
     half = torch.full_like(scale, 0.5)
@@ -51,8 +57,7 @@ def _half_cauchy_site(
         return pyro.sample(f"{name}.{suffix}", fn)
 
     if not decomposed:
-        scale = torch.as_tensor(scale, dtype=torch.get_default_dtype())
-        return site("scale", HalfCauchy(scale))
+        return site("scale", HalfCauchy(_as_float_tensor(scale)))
     gamma, inverse_gamma = half_cauchy_decomposition(scale)
     return (site("gamma", gamma) * site("inv_gamma", inverse_gamma)).sqrt()
 

@@ -38,8 +38,18 @@ class ImproperLogUniform(TorchDistribution):
         super().__init__(torch.Size(batch_shape), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        try:
+            compatible = torch.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
+        except RuntimeError:
+            compatible = False
+        if not compatible:
+            raise ValueError(
+                f"ImproperLogUniform: cannot expand batch_shape {tuple(self.batch_shape)} "
+                f"to {tuple(batch_shape)}"
+            )
         new = self._get_checked_instance(ImproperLogUniform, _instance)
-        super(ImproperLogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        super(ImproperLogUniform, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 

@@ -116,7 +116,9 @@ def _kl_log_normal_inverse_gamma(p: LogNormal, q: InverseGamma) -> torch.Tensor:
 @register_kl(SpikeAndSlab, SpikeAndSlab)
 def _kl_spike_and_slab(p: SpikeAndSlab, q: SpikeAndSlab) -> torch.Tensor:
     # The chain rule over the inclusion indicator: KL(Bern) + pi_p KL(slab_p || slab_q)
-    # (thesis Eq. 158-159); the two spikes coincide and contribute nothing.
+    # (thesis Eq. 158-159); the two spikes coincide and contribute nothing. A
+    # spike-and-slab guide is not reparameterizable, so TraceMeanField_ELBO (which
+    # requires that) will not reach this; it serves objectives written by hand.
     bernoulli = (
         torch.special.xlogy(p.probs, p.probs)
         - torch.special.xlogy(p.probs, q.probs)

@@ -59,8 +59,13 @@ class LogUniform(TorchDistribution):
 
     @property
     def variance(self) -> torch.Tensor:
-        second_moment = (self.high.square() - self.low.square()) / (2 * self._log_width)
-        return second_moment - self.mean.square()
+        # E[theta^2] - E[theta]^2 cancels badly for a narrow interval: compute it in
+        # double precision.
+        low, high = self.low.double(), self.high.double()
+        log_width = high.log() - low.log()
+        second_moment = (high.square() - low.square()) / (2 * log_width)
+        mean = (high - low) / log_width
+        return (second_moment - mean.square()).to(self.low.dtype)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)

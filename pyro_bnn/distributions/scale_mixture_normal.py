@@ -73,10 +73,11 @@ class ScaleMixtureNormal(TorchDistribution):
         const = 0.5 * math.log(2 * math.pi)
         log1 = -0.5 * (value / self.scale1).square() - self.scale1.log() - const
         log2 = -0.5 * (value / self.scale2).square() - self.scale2.log() - const
-        # log(pi) and log(1 - pi) may be -inf at the ends of [0, 1]; logsumexp handles it.
-        return torch.logsumexp(
-            torch.stack([self.weight.log() + log1, torch.log1p(-self.weight) + log2]), dim=0
-        )
+        # log(pi w1 + (1 - pi) w2) relative to the larger component; unlike a logsumexp
+        # over log(pi), this keeps the gradient in pi finite at pi = 0 and pi = 1.
+        top = torch.maximum(log1, log2).clamp(min=torch.finfo(log1.dtype).min)
+        mixed = self.weight * (log1 - top).exp() + (1 - self.weight) * (log2 - top).exp()
+        return top + mixed.log()
 
     def cdf(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

@@ -70,9 +70,13 @@ class SpikeAndSlab(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        spike = torch.log1p(-self.probs)
-        slab = self.probs.log() + self._slab_log_prob(value)
-        return torch.where(value == 0, spike, slab)
+        # Each branch only sees probs where it is selected, so that probs of exactly
+        # 0 or 1 give no inf * 0 = nan in the gradient of the other branch.
+        is_spike = value == 0
+        probs = self.probs.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
+        spike = torch.log1p(-torch.where(is_spike, probs, torch.zeros_like(probs)))
+        slab = torch.where(is_spike, torch.ones_like(probs), probs).log()
+        return torch.where(is_spike, spike, slab + self._slab_log_prob(value))
 
     def cdf(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
