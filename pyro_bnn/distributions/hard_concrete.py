@@ -157,12 +157,17 @@ class HardConcrete(TorchDistribution):
         u = torch.rand(shape, dtype=self.log_alpha.dtype, device=self.log_alpha.device)
         return self.icdf(u.clamp(finfo.tiny, 1 - finfo.eps))
 
-    def _quadrature(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gauss-Legendre nodes on (0, 1) shaped ``(num_nodes,) + batch_shape``."""
+    def _quadrature(self, batch_ndims: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Gauss-Legendre nodes and weights on (0, 1), shaped ``(num_nodes,)`` followed by
+        ``batch_ndims`` (default ``len(batch_shape)``) singleton dims for broadcasting.
+        """
         nodes, weights = gauss_legendre(
             QUADRATURE_NODES, self.log_alpha.dtype, self.log_alpha.device
         )
-        view = (-1,) + (1,) * len(self.batch_shape)
+        if batch_ndims is None:
+            batch_ndims = len(self.batch_shape)
+        view = (-1,) + (1,) * batch_ndims
         return nodes.reshape(view), weights.reshape(view)
 
     @property

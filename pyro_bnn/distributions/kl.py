@@ -29,11 +29,10 @@ from torch.distributions import (
     register_kl,
 )
 
-from .hard_concrete import QUADRATURE_NODES, HardConcrete
+from .hard_concrete import HardConcrete
 from .improper_log_uniform import ImproperLogUniform
 from .matrix_normal import MatrixNormal
 from .spike_and_slab import SpikeAndSlab
-from .util import gauss_legendre
 
 # Constants of the sparse variational dropout approximation (thesis Eq. 81).
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -146,9 +145,7 @@ def _kl_hard_concrete(p: HardConcrete, q: HardConcrete) -> torch.Tensor:
     [0, 1]).
     """
     batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    nodes, weights = gauss_legendre(QUADRATURE_NODES, p.log_alpha.dtype, p.log_alpha.device)
-    view = (-1,) + (1,) * len(batch_shape)
-    nodes, weights = nodes.reshape(view), weights.reshape(view)
+    nodes, weights = p._quadrature(len(batch_shape))
     log_p, log_q = p._stretched_log_density(nodes), q._stretched_log_density(nodes)
     continuous = (weights * log_p.exp() * (log_p - log_q)).sum(0)
     atoms = p.log_prob_zero.exp() * (p.log_prob_zero - q.log_prob_zero) + p.log_prob_one.exp() * (
