@@ -87,10 +87,6 @@ def _kl_normal_improper_log_uniform(p: Normal, q: ImproperLogUniform) -> torch.T
     return sparse_vd_kl(log_alpha).expand(batch_shape)
 
 
-def _log_normal_entropy(p: LogNormal) -> torch.Tensor:
-    return p.loc + 0.5 + 0.5 * math.log(2 * math.pi) + p.scale.log()
-
-
 @register_kl(LogNormal, Gamma)
 def _kl_log_normal_gamma(p: LogNormal, q: Gamma) -> torch.Tensor:
     # -E_q[log Gamma(x | a, b)] uses E[log x] = mu and E[x] = exp(mu + sigma^2 / 2)
@@ -99,7 +95,7 @@ def _kl_log_normal_gamma(p: LogNormal, q: Gamma) -> torch.Tensor:
     cross_entropy = (
         torch.lgamma(a) - a * b.log() - (a - 1) * p.loc + b * (p.loc + 0.5 * p.scale.square()).exp()
     )
-    return cross_entropy - _log_normal_entropy(p)
+    return cross_entropy - p.entropy()
 
 
 @register_kl(LogNormal, InverseGamma)
@@ -109,7 +105,7 @@ def _kl_log_normal_inverse_gamma(p: LogNormal, q: InverseGamma) -> torch.Tensor:
     cross_entropy = (
         torch.lgamma(a) - a * b.log() + (a + 1) * p.loc + b * (0.5 * p.scale.square() - p.loc).exp()
     )
-    return cross_entropy - _log_normal_entropy(p)
+    return cross_entropy - p.entropy()
 
 
 @register_kl(SpikeAndSlab, SpikeAndSlab)

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import math
-
 import torch
 from pyro.distributions import TorchDistribution
-from torch.distributions import constraints
+from torch.distributions import Normal, constraints
 from torch.distributions.utils import broadcast_all
 
 
@@ -67,12 +65,17 @@ class ScaleMixtureNormal(TorchDistribution):
             scale = torch.where(first, self.scale1.expand(shape), self.scale2.expand(shape))
             return scale * torch.randn(shape, dtype=scale.dtype, device=scale.device)
 
+    def _components(self) -> tuple[Normal, Normal]:
+        zero = torch.zeros_like(self.weight)
+        return (
+            Normal(zero, self.scale1, validate_args=False),
+            Normal(zero, self.scale2, validate_args=False),
+        )
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        const = 0.5 * math.log(2 * math.pi)
-        log1 = -0.5 * (value / self.scale1).square() - self.scale1.log() - const
-        log2 = -0.5 * (value / self.scale2).square() - self.scale2.log() - const
+        log1, log2 = (component.log_prob(value) for component in self._components())
         # log(pi w1 + (1 - pi) w2) relative to the larger component; unlike a logsumexp
         # over log(pi), this keeps the gradient in pi finite at pi = 0 and pi = 1.
         top = torch.maximum(log1, log2).clamp(min=torch.finfo(log1.dtype).min)
@@ -82,8 +85,5 @@ class ScaleMixtureNormal(TorchDistribution):
     def cdf(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-
-        def phi(x):
-            return 0.5 * torch.erfc(-x / math.sqrt(2))
-
-        return self.weight * phi(value / self.scale1) + (1 - self.weight) * phi(value / self.scale2)
+        first, second = self._components()
+        return self.weight * first.cdf(value) + (1 - self.weight) * second.cdf(value)

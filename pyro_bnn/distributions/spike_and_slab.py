@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import math
-
 import torch
 from pyro.distributions import TorchDistribution
-from torch.distributions import constraints
+from torch.distributions import Normal, constraints
 from torch.distributions.utils import broadcast_all
 
 
@@ -56,16 +54,17 @@ class SpikeAndSlab(TorchDistribution):
     def variance(self) -> torch.Tensor:
         return self.probs * (self.scale.square() + self.loc.square()) - self.mean.square()
 
+    @property
+    def slab(self) -> Normal:
+        r"""The slab :math:`\mathcal{N}(\mu, \sigma^2)`."""
+        return Normal(self.loc, self.scale, validate_args=False)
+
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             included = torch.bernoulli(self.probs.expand(shape))
-            slab = torch.normal(self.loc.expand(shape), self.scale.expand(shape))
+            slab = self.slab.sample(sample_shape)
             return torch.where(included.bool(), slab, torch.zeros_like(slab))
-
-    def _slab_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        z = (value - self.loc) / self.scale
-        return -0.5 * z.square() - self.scale.log() - 0.5 * math.log(2 * math.pi)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -76,19 +75,18 @@ class SpikeAndSlab(TorchDistribution):
         probs = self.probs.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
         spike = torch.log1p(-torch.where(is_spike, probs, torch.zeros_like(probs)))
         slab = torch.where(is_spike, torch.ones_like(probs), probs).log()
-        return torch.where(is_spike, spike, slab + self._slab_log_prob(value))
+        return torch.where(is_spike, spike, slab + self.slab.log_prob(value))
 
     def cdf(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        slab = 0.5 * torch.erfc(-(value - self.loc) / (self.scale * math.sqrt(2)))
+        slab = self.slab.cdf(value)
         return (1 - self.probs) * (value >= 0).to(slab.dtype) + self.probs * slab
 
     def entropy(self) -> torch.Tensor:
         # Entropy with respect to the same mixed base measure as log_prob.
-        slab_entropy = 0.5 * math.log(2 * math.pi * math.e) + self.scale.log()
         return (
             -torch.special.xlogy(self.probs, self.probs)
             - torch.special.xlogy(1 - self.probs, 1 - self.probs)
-            + self.probs * slab_entropy
+            + self.probs * self.slab.entropy()
         )
