@@ -1,1 +1,24 @@
-"""Model builders and reference networks, installed as ``pyro_bnn.models``."""
+"""Model builders and reference networks.
+
+Installed and imported as ``pyro_bnn.models``.  :class:`BayesianNetwork` turns an ordinary
+``nn.Module`` into a Pyro model with priors on the parameters you select and a likelihood
+scaled to the data set; the reference networks are the papers' architectures.
+"""
+
+from .bayesian_network import WEIGHT_LAYERS, BayesianNetwork, log_uniform_prior, normal_prior
+from .likelihoods import OBSERVATION_SITE, CategoricalLikelihood, GaussianLikelihood
+from .reference_networks import VGG_LIKE_CHANNELS, lenet5_caffe, lenet_300_100, vgg_like
+
+__all__ = [
+    "OBSERVATION_SITE",
+    "VGG_LIKE_CHANNELS",
+    "WEIGHT_LAYERS",
+    "BayesianNetwork",
+    "CategoricalLikelihood",
+    "GaussianLikelihood",
+    "lenet5_caffe",
+    "lenet_300_100",
+    "log_uniform_prior",
+    "normal_prior",
+    "vgg_like",
+]

@@ -1,0 +1,52 @@
+"""A ``Normal`` whose samples carry their distribution into the layers that use them."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+import pyro.distributions as dist
+import torch
+
+from pyro_bnn.ops import GaussianWeight
+
+_ENABLED = contextvars.ContextVar("pyro_bnn_local_reparameterization", default=True)
+
+
+@contextlib.contextmanager
+def local_reparameterization(enabled: bool = True) -> Iterator[None]:
+    """Turn local reparameterization on or off inside a ``with`` block.
+
+    It is on by default.  :func:`pyro_bnn.predict` turns it off, because at prediction time one
+    weight sample shared by a whole batch is cheaper than per-example pre-activation noise.  The
+    setting is a context variable: it is restored on exit, even on error, and other threads are
+    unaffected.
+    """
+    token = _ENABLED.set(enabled)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def local_reparameterization_enabled() -> bool:
+    return _ENABLED.get()
+
+
+class LocalReparameterizedNormal(dist.Normal):
+    """``Normal(loc, scale)`` whose single reparameterized sample is a
+    :class:`~pyro_bnn.ops.GaussianWeight`.
+
+    It *is* a ``Normal`` (its KL divergences, ``log_prob`` and moments are the Normal's), so
+    ``TraceMeanField_ELBO`` finds the registered KL against the prior.  When the sample reaches
+    ``F.linear`` or ``F.conv2d`` the layer samples its pre-activation instead (local
+    reparameterization); any other use draws one ordinary sample.  Batched draws
+    (``sample_shape`` non-empty) and draws with local reparameterization turned off are ordinary
+    tensors.
+    """
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        if sample_shape or not _ENABLED.get():
+            return super().rsample(sample_shape)
+        return GaussianWeight(self.loc, self.scale)

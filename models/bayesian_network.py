@@ -1,0 +1,178 @@
+"""Turn an ordinary ``nn.Module`` into a Bayesian Pyro model."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Iterable
+
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroSample
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from pyro_bnn.distributions import ImproperLogUniform
+
+#: Layers whose ``weight`` becomes random under the default selection.
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+_NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+#: ``select`` predicate signature: (module name, module, parameter name, parameter) -> bool.
+Selector = Callable[[str, nn.Module, str, nn.Parameter], bool]
+
+
+def log_uniform_prior(name: str, parameter: torch.Tensor) -> dist.TorchDistribution:
+    """The scale-invariant prior p(w) ∝ 1/|w| of sparse variational dropout."""
+    return ImproperLogUniform(parameter.shape)
+
+
+def normal_prior(scale: float = 1.0) -> Callable[[str, torch.Tensor], dist.TorchDistribution]:
+    """An isotropic ``Normal(0, scale)`` prior factory."""
+    if not scale > 0:
+        raise ValueError(f"the prior scale must be positive, got {scale}")
+
+    def prior(name: str, parameter: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(torch.zeros_like(parameter), torch.full_like(parameter, scale))
+
+    return prior
+
+
+def _selector(select, include_bias: bool) -> Selector:
+    if select == "weights":
+
+        def chosen(module_name, module, name, parameter):
+            if isinstance(module, WEIGHT_LAYERS):
+                return name == "weight" or (include_bias and name == "bias")
+            return False
+
+        return chosen
+    if isinstance(select, type) or (
+        isinstance(select, tuple) and all(isinstance(t, type) for t in select)
+    ):
+
+        def chosen(module_name, module, name, parameter):
+            return isinstance(module, select) and (name == "weight" or include_bias)
+
+        return chosen
+    if callable(select):
+        return select
+    if isinstance(select, Iterable) and not isinstance(select, str):
+        patterns = list(select)
+
+        def chosen(module_name, module, name, parameter):
+            full = f"{module_name}.{name}" if module_name else name
+            return any(fnmatch.fnmatchcase(full, pattern) for pattern in patterns)
+
+        return chosen
+    raise TypeError(
+        "select must be 'weights', a module type or tuple of types, a list of parameter "
+        f"names or glob patterns, or a predicate; got {select!r}"
+    )
+
+
+class BayesianNetwork(PyroModule):
+    """A Pyro model ``y ~ likelihood(net(x))`` with priors on selected parameters of ``net``.
+
+    The network is deep-copied and converted in place to ``PyroModule`` s; each selected
+    parameter is replaced by a ``PyroSample`` site of the same name (``"0.weight"``,
+    ``"fc1.weight"``) whose prior is ``prior(name, parameter)`` with the parameter's shape as
+    batch shape, reinterpreted as one event.  Everything else stays an ordinary parameter,
+    point-estimated by the same optimizer:
+
+    - **biases** are deterministic unless ``include_bias=True`` (a sparsity prior on a bias
+      prunes nothing that matters, and Louizos et al. and Molchanov et al. keep them
+      deterministic);
+    - **normalization layers** (BatchNorm, LayerNorm, GroupNorm) are never made random: their
+      scale and shift are point estimates and BatchNorm's running statistics are buffers that
+      update in training mode and are used in evaluation mode (:func:`pyro_bnn.predict`
+      switches to evaluation mode).  Selecting one of their parameters raises an error.
+
+    :param net: the network; it is copied, the original is left untouched.
+    :param likelihood: a likelihood module from :mod:`pyro_bnn.models.likelihoods`.
+    :param prior: ``prior(name, parameter) -> distribution`` with batch shape
+        ``parameter.shape``; default :func:`log_uniform_prior`.
+    :param select: which parameters get a prior: ``"weights"`` (the weights of linear and
+        convolutional layers), a module type or tuple of types, a list of parameter names or
+        glob patterns (``["fc*.weight"]``), or a predicate
+        ``(module_name, module, param_name, param) -> bool``.
+    :param include_bias: with ``select="weights"`` or module types, also make biases random.
+    :param input_shape: the shape of one input example; when given, inputs of another shape are
+        rejected with a clear error.
+
+    ``initial_values`` keeps the network's own initialization of the random parameters, which
+    :class:`~pyro_bnn.guides.AutoMeanFieldNormal` takes as ``pretrained`` means.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        likelihood: nn.Module,
+        prior: Callable[[str, torch.Tensor], dist.TorchDistribution] = log_uniform_prior,
+        select="weights",
+        include_bias: bool = False,
+        input_shape: tuple[int, ...] | None = None,
+    ):
+        super().__init__()
+        chosen = _selector(select, include_bias)
+        net = copy.deepcopy(net)
+        targets = []
+        for module_name, module in net.named_modules():
+            for name, parameter in module.named_parameters(recurse=False):
+                if not chosen(module_name, module, name, parameter):
+                    continue
+                full = f"{module_name}.{name}" if module_name else name
+                if isinstance(module, _NORMALIZATION):
+                    raise ValueError(
+                        f"{full} belongs to a normalization layer ({type(module).__name__}); "
+                        "its parameters stay deterministic, exclude it from `select`"
+                    )
+                targets.append((module_name, name, full, parameter.detach().clone()))
+        if not targets:
+            raise ValueError(f"select={select!r} chose no parameter of the network")
+        to_pyro_module_(net)
+        modules = dict(net.named_modules())
+        self.initial_values: dict[str, torch.Tensor] = {}
+        for module_name, name, full, value in targets:
+            fn = prior(full, value)
+            if fn.batch_shape != value.shape or fn.event_shape:
+                raise ValueError(
+                    f"the prior for {full} has batch shape {tuple(fn.batch_shape)} and event "
+                    f"shape {tuple(fn.event_shape)}; it must have batch shape "
+                    f"{tuple(value.shape)} (the parameter's) and no event shape"
+                )
+            setattr(modules[module_name], name, PyroSample(fn.to_event(value.dim())))
+            self.initial_values[full] = value
+        # The network is the model's `net` attribute, so its site names are prefixed.
+        self.initial_values = {f"net.{k}": v for k, v in self.initial_values.items()}
+        self.net = net
+        self.likelihood = likelihood
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+
+    @property
+    def task(self) -> str:
+        return self.likelihood.task
+
+    def check_inputs(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` for inputs of the wrong shape or with NaN/inf values."""
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"each input must have shape {self.input_shape}, got a batch of shape "
+                f"{tuple(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError("the inputs contain NaN or infinite values")
+
+    def check_targets(self, y: torch.Tensor) -> None:
+        self.likelihood.check_targets(y)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """:param x: inputs ``(batch, *input_shape)``; :param y: targets or ``None``."""
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            self.check_inputs(x)
+        return self.likelihood(self.net(x), y)
+
+    def random_sites(self) -> list[str]:
+        """Names of the sample sites that carry a prior."""
+        return list(self.initial_values)

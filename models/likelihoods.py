@@ -1,0 +1,166 @@
+"""Likelihoods for Bayesian networks, scaled to the data set through a subsampled plate.
+
+Each likelihood is a ``PyroModule`` called with the network output and the targets. It opens
+``pyro.plate("data", size=num_data, subsample=...)`` around one ``obs`` sample site, so a
+mini-batch of ``B`` examples has its log-likelihood scaled by ``num_data / B``: the KL is
+counted once per data set, never once per batch.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import constraints
+
+#: Name of the observation site of every likelihood.
+OBSERVATION_SITE = "obs"
+
+
+def _check_finite(name: str, value: torch.Tensor) -> None:
+    if not torch.isfinite(value).all():
+        bad = (~torch.isfinite(value)).sum().item()
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+
+
+def _check_batch(output: torch.Tensor, target: torch.Tensor | None) -> None:
+    if target is not None and target.shape[:1] != output.shape[:1]:
+        raise ValueError(
+            f"the targets have {target.shape[0]} rows but the inputs have {output.shape[0]}"
+        )
+
+
+class _Likelihood(PyroModule):
+    def __init__(self, num_data: int):
+        super().__init__()
+        if not (isinstance(num_data, int) and num_data > 0):
+            raise ValueError(f"num_data must be a positive integer, got {num_data!r}")
+        self.num_data = num_data
+
+    def _plate(self, batch_size: int, device: torch.device) -> pyro.plate:
+        # An explicit subsample avoids drawing randperm(num_data) on every step; only its
+        # length matters for the scale num_data / batch_size.
+        return pyro.plate(
+            "data", self.num_data, subsample=torch.arange(batch_size, device=device)
+        )
+
+
+class CategoricalLikelihood(_Likelihood):
+    """``y ~ Categorical(logits=f(x))``, for classification.
+
+    :param num_data: size of the training set (the plate's full size).
+    :param num_classes: number of classes; labels must lie in ``0 .. num_classes - 1``.
+    """
+
+    task = "classification"
+
+    def __init__(self, num_data: int, num_classes: int):
+        super().__init__(num_data)
+        if not (isinstance(num_classes, int) and num_classes >= 2):
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        self.num_classes = num_classes
+
+    def check_targets(self, target: torch.Tensor) -> None:
+        if target.is_floating_point() or target.dim() != 1:
+            raise ValueError(
+                "class labels must be a 1-D integer tensor, got "
+                f"{target.dtype} of shape {tuple(target.shape)}"
+            )
+        if len(target) and (target.min() < 0 or target.max() >= self.num_classes):
+            raise ValueError(
+                f"labels must lie in 0..{self.num_classes - 1}, got values from "
+                f"{target.min().item()} to {target.max().item()}"
+            )
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """:param logits: shape ``(batch, num_classes)``. :param target: shape ``(batch,)``."""
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"the network gives {logits.shape[-1]} outputs for {self.num_classes} classes"
+            )
+        if target is not None:
+            self.check_targets(target)
+            _check_batch(logits, target)
+        with self._plate(logits.shape[-2], logits.device):
+            pyro.sample(OBSERVATION_SITE, dist.Categorical(logits=logits), obs=target)
+        return logits
+
+
+class GaussianLikelihood(_Likelihood):
+    """``y ~ Normal(f(x), sigma)`` for regression, with three kinds of noise.
+
+    - ``noise="fixed"``: sigma is the constant ``scale``;
+    - ``noise="learned"``: sigma is one point-estimated parameter per output, initialized at
+      ``scale`` (type-II maximum likelihood);
+    - ``noise="heteroscedastic"``: the network outputs ``2 * out_features`` columns, the means
+      and the pre-softplus scales: ``sigma = softplus(raw) + min_scale``.
+
+    Targets have shape ``(batch,)`` when ``out_features == 1``, else ``(batch, out_features)``.
+    """
+
+    task = "regression"
+
+    def __init__(
+        self,
+        num_data: int,
+        noise: str = "learned",
+        scale: float = 1.0,
+        out_features: int = 1,
+        min_scale: float = 1e-3,
+    ):
+        super().__init__(num_data)
+        if noise not in ("fixed", "learned", "heteroscedastic"):
+            raise ValueError(
+                f"noise must be 'fixed', 'learned' or 'heteroscedastic', got {noise!r}"
+            )
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        if not min_scale >= 0:
+            raise ValueError(f"min_scale must be non-negative, got {min_scale}")
+        self.noise = noise
+        self.out_features = out_features
+        self.min_scale = min_scale
+        if noise == "learned":
+            self.scale = PyroParam(torch.full((out_features,), float(scale)), constraints.positive)
+        else:
+            self.register_buffer("fixed_scale", torch.full((out_features,), float(scale)))
+
+    @property
+    def num_outputs(self) -> int:
+        """How many columns the network must produce."""
+        return 2 * self.out_features if self.noise == "heteroscedastic" else self.out_features
+
+    def check_targets(self, target: torch.Tensor) -> None:
+        _check_finite("the targets", target)
+        expected = 1 if self.out_features == 1 else 2
+        if target.dim() != expected or (expected == 2 and target.shape[1] != self.out_features):
+            shape = "(batch,)" if expected == 1 else f"(batch, {self.out_features})"
+            raise ValueError(f"targets must have shape {shape}, got {tuple(target.shape)}")
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """:param output: shape ``(batch, num_outputs)``. Returns the predicted means."""
+        if output.shape[-1] != self.num_outputs:
+            raise ValueError(
+                f"the network gives {output.shape[-1]} outputs, the {self.noise} Gaussian "
+                f"likelihood needs {self.num_outputs}"
+            )
+        if target is not None:
+            self.check_targets(target)
+            _check_batch(output, target)
+        if self.noise == "heteroscedastic":
+            mean, raw = output.split(self.out_features, dim=-1)
+            scale = F.softplus(raw) + self.min_scale
+        else:
+            mean = output
+            scale = self.scale if self.noise == "learned" else self.fixed_scale
+            scale = scale.expand_as(mean)
+        if self.out_features == 1:
+            mean, scale = mean.squeeze(-1), scale.squeeze(-1)
+            fn = dist.Normal(mean, scale)
+        else:
+            fn = dist.Normal(mean, scale).to_event(1)
+        with self._plate(output.shape[-2], output.device):
+            pyro.sample(OBSERVATION_SITE, fn, obs=target)
+        return mean

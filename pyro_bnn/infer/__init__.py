@@ -1,0 +1,25 @@
+"""Inference: the ELBO, the training loop, checkpoints and the posterior predictive."""
+
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, save_checkpoint
+from .fit import EpochRecord, NonFiniteLossError, check_batch, fit
+from .kl_weight import KLWeight, blundell_weight, warmup_weight
+from .predict import ClassificationPrediction, RegressionPrediction, predict
+from .trace_kl_elbo import TraceKL_ELBO
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointMismatchError",
+    "ClassificationPrediction",
+    "EpochRecord",
+    "KLWeight",
+    "NonFiniteLossError",
+    "RegressionPrediction",
+    "TraceKL_ELBO",
+    "blundell_weight",
+    "check_batch",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+    "warmup_weight",
+]
