@@ -9,8 +9,15 @@ from contextlib import ExitStack
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.distributions.transforms import ExpTransform, IndependentTransform, identity_transform
+from torch.distributions.transforms import (
+    AffineTransform,
+    ComposeTransform,
+    ExpTransform,
+    IndependentTransform,
+    identity_transform,
+)
 from pyro.infer.autoguide import AutoGuide
+from pyro.nn import PyroModule
 from pyro.infer.autoguide.initialization import InitMessenger
 from torch import nn
 from torch.distributions import biject_to, constraints
@@ -32,6 +39,30 @@ def _elementwise_bijection(support: constraints.Constraint):
         transform = transform.base_transform
     if transform.domain.event_dim or transform.codomain.event_dim:
         return None
+    return _without_identity_shift(transform)
+
+
+def _without_identity_shift(transform):
+    """``exp`` for torch's bijection to the positive reals.
+
+    ``constraints.positive`` and ``constraints.nonnegative`` (the support of ``Gamma``) share
+    their class with ``greater_than(_eq)``, whose registered bijection is ``exp`` followed by
+    ``AffineTransform(0, 1)``; dropping that identity step lets a positive site get a
+    ``LogNormal``, for which the KLs against ``Gamma`` and ``InverseGamma`` are registered.
+    """
+    if not isinstance(transform, ComposeTransform):
+        return transform
+    parts = [
+        part
+        for part in transform.parts
+        if not (
+            isinstance(part, AffineTransform)
+            and bool((torch.as_tensor(part.loc) == 0).all())
+            and bool((torch.as_tensor(part.scale) == 1).all())
+        )
+    ]
+    if len(parts) == 1 and isinstance(parts[0], ExpTransform):
+        return parts[0]
     return transform
 
 
@@ -59,8 +90,10 @@ def _kaiming_uniform_bound(shape: torch.Size) -> float:
     return 1.0 / math.sqrt(fan_in)
 
 
-class _Container(nn.Module):
-    """A plain ``nn.Module`` that holds parameters at dotted paths (``fc1.weight``)."""
+class _Container(PyroModule):
+    """Holds parameters at dotted paths (``fc1.weight``).  Being a ``PyroModule``, reading a
+    parameter is a ``pyro.param`` statement, so ``pyro.infer.SVI`` with a ``pyro.optim``
+    optimizer trains the guide like any other Pyro guide."""
 
     def set(self, path: str, value: torch.Tensor) -> None:
         module = self

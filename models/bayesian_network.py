@@ -53,7 +53,9 @@ def _selector(select, include_bias: bool) -> Selector:
     ):
 
         def chosen(module_name, module, name, parameter):
-            return isinstance(module, select) and (name == "weight" or include_bias)
+            if isinstance(module, select):
+                return name == "weight" or (include_bias and name == "bias")
+            return False
 
         return chosen
     if callable(select):
@@ -76,8 +78,9 @@ class BayesianNetwork(PyroModule):
     """A Pyro model ``y ~ likelihood(net(x))`` with priors on selected parameters of ``net``.
 
     The network is deep-copied and converted in place to ``PyroModule`` s; each selected
-    parameter is replaced by a ``PyroSample`` site of the same name (``"0.weight"``,
-    ``"fc1.weight"``) whose prior is ``prior(name, parameter)`` with the parameter's shape as
+    parameter (``"fc1.weight"``) is replaced by a ``PyroSample`` site named after it under the
+    model's ``net`` attribute (``"net.fc1.weight"``) whose prior is ``prior(name, parameter)``
+    (``name`` without the ``net.`` prefix, as in ``select``) with the parameter's shape as
     batch shape, reinterpreted as one event.  Everything else stays an ordinary parameter,
     point-estimated by the same optimizer:
 

@@ -22,7 +22,7 @@ OBSERVATION_SITE = "obs"
 def _check_finite(name: str, value: torch.Tensor) -> None:
     if not torch.isfinite(value).all():
         bad = (~torch.isfinite(value)).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+        raise ValueError(f"{name} contain {bad} NaN or infinite value(s)")
 
 
 def _check_batch(output: torch.Tensor, target: torch.Tensor | None) -> None:
@@ -42,9 +42,7 @@ class _Likelihood(PyroModule):
     def _plate(self, batch_size: int, device: torch.device) -> pyro.plate:
         # An explicit subsample avoids drawing randperm(num_data) on every step; only its
         # length matters for the scale num_data / batch_size.
-        return pyro.plate(
-            "data", self.num_data, subsample=torch.arange(batch_size, device=device)
-        )
+        return pyro.plate("data", self.num_data, subsample=torch.arange(batch_size, device=device))
 
 
 class CategoricalLikelihood(_Likelihood):
@@ -119,6 +117,8 @@ class GaussianLikelihood(_Likelihood):
             raise ValueError(f"scale must be positive, got {scale}")
         if not min_scale >= 0:
             raise ValueError(f"min_scale must be non-negative, got {min_scale}")
+        if not (isinstance(out_features, int) and out_features >= 1):
+            raise ValueError(f"out_features must be a positive integer, got {out_features!r}")
         self.noise = noise
         self.out_features = out_features
         self.min_scale = min_scale

@@ -1,7 +1,19 @@
 """pyro-bnn: Bayesian deep learning on Pyro."""
 
-from . import distributions
+from . import compression, data, distributions, guides, infer, metrics, models, ops
+from .infer import fit, predict
 
 __version__ = "0.1.0"
 
-__all__ = ["distributions"]
+__all__ = [
+    "compression",
+    "data",
+    "distributions",
+    "fit",
+    "guides",
+    "infer",
+    "metrics",
+    "models",
+    "ops",
+    "predict",
+]

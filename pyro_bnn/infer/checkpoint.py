@@ -51,6 +51,25 @@ def _require_ready(guide: nn.Module) -> None:
         )
 
 
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same directory and
+    ``os.replace``: readers see the old file or the complete new one, never half of one."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".pyro-bnn-", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -81,20 +100,7 @@ def save_checkpoint(
         "rng_state": torch.get_rng_state(),
         "extra": dict(extra or {}),
     }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_save(payload, path)
 
 
 def load_checkpoint(

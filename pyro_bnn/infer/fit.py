@@ -3,6 +3,7 @@ training loop (progress bar, per-epoch report, KL schedules, checkpoints, a NaN 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +28,7 @@ class EpochRecord:
     data set, with the KL weight applied); ``data`` the mean expected log-likelihood of the
     data set, ``E_q[log p(y | x, w)]`` (the plate scales each batch by ``N / B``); ``kl`` the
     KL divergence from the guide to the prior, without the KL weight; ``kl_weight`` the mean
-    weight applied to it; ``lr`` the learning rate at the end of the epoch.
+    weight applied to it; ``lr`` the learning rate the epoch ran with.
     """
 
     epoch: int
@@ -253,14 +254,21 @@ def _run_epoch(
         kl_weight.weight = weight
 
         optimizer.zero_grad(set_to_none=True)
-        loss = elbo.differentiable_loss(weighted_model, weighted_guide, *args)
-        if not torch.isfinite(loss):
+        if hasattr(elbo, "differentiable_loss"):
+            surrogate = elbo.differentiable_loss(weighted_model, weighted_guide, *args)
+            loss = surrogate.item()
+            if math.isfinite(loss):
+                surrogate.backward()
+        else:
+            # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
+            loss = elbo.loss_and_grads(weighted_model, weighted_guide, *args)
+        if not math.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
-                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; no "
+                f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; no "
                 "parameter was changed by this step. Try a smaller learning rate, a KL "
                 "warm-up, or max_scale on the guide."
             )
-        loss.backward()
         grads = [p.grad for p in parameters if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         if not torch.isfinite(norm):
@@ -274,7 +282,7 @@ def _run_epoch(
             torch.nn.utils.clip_grads_with_norm_(grads, max_grad_norm, norm)
         optimizer.step()
 
-        losses.append(loss.item())
+        losses.append(loss)
         weights.append(weight)
         terms = getattr(elbo, "last_terms", None)
         if terms:

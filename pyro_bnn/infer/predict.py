@@ -9,6 +9,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 
 from pyro_bnn.guides import local_reparameterization
 
@@ -54,6 +55,20 @@ class RegressionPrediction:
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(-1)
+
+
+class _DoNotSample(Messenger):
+    """Records a site's distribution without drawing from it: predictions need the likelihood's
+    parameters, not a sample, and some samplers cannot run under ``vmap``."""
+
+    def __init__(self, site: str):
+        super().__init__()
+        self.site = site
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["name"] == self.site and not msg["is_observed"]:
+            msg["value"] = torch.zeros(msg["fn"].shape())
+            msg["done"] = True
 
 
 def _traces(model, guide, args: tuple):
@@ -144,7 +159,7 @@ def predict(
                 samples = _posterior_samples(guide, (xb,), guide_trace, num_samples, nesting)
 
                 def one_sample(values, xb=xb):
-                    conditioned = poutine.condition(model, data=values)
+                    conditioned = _DoNotSample(site)(poutine.condition(model, data=values))
                     return _likelihood_moments(poutine.trace(conditioned).get_trace(xb), site)
 
                 chunks.append(torch.func.vmap(one_sample, randomness="different")(samples))

@@ -9,7 +9,7 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.trace_mean_field_elbo import _check_mean_field_requirement
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites
-from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
+from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import kl_divergence
 
 
@@ -47,6 +47,14 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
             _check_mean_field_requirement(model_trace, guide_trace)
         return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative ELBO as a differentiable tensor (averaged over particles)."""
+        loss = torch.zeros(())
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            _, surrogate_loss = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + surrogate_loss / self.num_particles
+        return loss
+
     def _get_traces(self, model, guide, args, kwargs):
         self.last_terms = {"data": 0.0, "kl": 0.0}
         yield from super()._get_traces(model, guide, args, kwargs)
@@ -75,8 +83,9 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
                 kl_term = kl_term + self._log_prob_sum(guide_site)
         self.last_terms["data"] += torch_item(data_term) / self.num_particles
         self.last_terms["kl"] += torch_item(kl_term) / self.num_particles
+        # Unlike Pyro's ELBOs, no warn_if_nan: it registers a backward hook on every step, and
+        # pyro_bnn.fit stops with a clear error on a non-finite loss.
         surrogate_loss = kl_term - data_term
-        warn_if_nan(surrogate_loss, "loss")
         return torch_item(surrogate_loss), surrogate_loss
 
     def _log_prob_sum(self, site: dict) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_map
 
-from .sampled_linear import sampled_conv2d, sampled_linear
+from .sampled_linear import _standard_deviation, sampled_conv2d, sampled_linear
 
 
 # Functions that read only a tensor's metadata: answered from the subclass's own storage (a view
@@ -115,7 +115,7 @@ def _linear(input, weight, bias=None):
     if weight_var is None:
         # Only the bias is random: one independent bias draw per example.
         mean = F.linear(input, weight_mean, bias_mean)
-        return mean + bias_var.sqrt() * torch.randn_like(mean)
+        return mean + _standard_deviation(bias_var) * torch.randn_like(mean)
     return sampled_linear(input, weight_mean, weight_var, bias_mean, bias_var)
 
 
@@ -127,7 +127,7 @@ def _conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     weight_mean, weight_var = _split(weight)
     if weight_var is None:
         mean = F.conv2d(input, weight_mean, bias_mean, stride, padding, dilation, groups)
-        return mean + bias_var.sqrt()[:, None, None] * torch.randn_like(mean)
+        return mean + _standard_deviation(bias_var)[:, None, None] * torch.randn_like(mean)
     return sampled_conv2d(
         input, weight_mean, weight_var, bias_mean, bias_var, stride, padding, dilation, groups
     )

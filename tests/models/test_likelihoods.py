@@ -1,0 +1,178 @@
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+
+from pyro_bnn.models import OBSERVATION_SITE, CategoricalLikelihood, GaussianLikelihood
+
+
+def trace(likelihood, output, target):
+    tr = poutine.trace(likelihood).get_trace(output, target)
+    tr.compute_log_prob()
+    site = tr.nodes[OBSERVATION_SITE]
+    # The trace's log_prob is scaled by the plate: num_data / batch size.
+    assert torch.allclose(site["log_prob"], site["scale"] * site["fn"].log_prob(site["value"]))
+    return site
+
+
+def log_prob(site):
+    return site["fn"].log_prob(site["value"])
+
+
+def test_categorical_log_prob_and_plate_scale():
+    likelihood = CategoricalLikelihood(num_data=30, num_classes=3)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
+    site = trace(likelihood, logits, labels)
+    expected = torch.distributions.Categorical(logits=logits).log_prob(labels)
+    assert torch.allclose(log_prob(site), expected)
+    assert site["scale"] == pytest.approx(30 / 6)
+    assert site["is_observed"]
+    # Without targets the site is sampled, e.g. for posterior predictive draws.
+    assert not trace(likelihood, logits, None)["is_observed"]
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (torch.tensor([0, 1, 3]), r"labels must lie in 0\.\.2, got values from 0 to 3"),
+        (torch.tensor([0, -1, 2]), r"labels must lie in 0\.\.2, got values from -1 to 2"),
+        (torch.tensor([0.0, 1.0, 2.0]), "1-D integer tensor, got torch.float32"),
+        (torch.zeros(3, 1, dtype=torch.long), r"1-D integer tensor.*shape \(3, 1\)"),
+        (torch.tensor([0, 1]), "the targets have 2 rows but the inputs have 3"),
+    ],
+    ids=["too-large", "negative", "float", "2-d", "batch"],
+)
+def test_categorical_invalid_labels(labels, match):
+    likelihood = CategoricalLikelihood(10, 3)
+    with pytest.raises(ValueError, match=match):
+        likelihood(torch.randn(3, 3), labels)
+
+
+def test_categorical_wrong_number_of_outputs():
+    with pytest.raises(ValueError, match="the network gives 4 outputs for 3 classes"):
+        CategoricalLikelihood(10, 3)(torch.randn(2, 4), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_data=0, num_classes=3), "num_data must be a positive integer"),
+        (dict(num_data=-5, num_classes=3), "num_data must be a positive integer"),
+        (dict(num_data=2.5, num_classes=3), "num_data must be a positive integer"),
+        (dict(num_data=10, num_classes=1), "num_classes must be an integer >= 2"),
+    ],
+)
+def test_categorical_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CategoricalLikelihood(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_data=0), "num_data must be a positive integer"),
+        (dict(num_data=-1), "num_data must be a positive integer"),
+        (dict(num_data=10, noise="constant"), "noise must be 'fixed', 'learned' or"),
+        (dict(num_data=10, scale=0.0), "scale must be positive"),
+        (dict(num_data=10, scale=-1.0), "scale must be positive"),
+        (dict(num_data=10, scale=float("nan")), "scale must be positive"),
+        (dict(num_data=10, min_scale=-1e-3), "min_scale must be non-negative"),
+        (dict(num_data=10, out_features=0), "out_features must be a positive integer"),
+    ],
+)
+def test_gaussian_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianLikelihood(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_gaussian_rejects_non_finite_targets(bad):
+    target = torch.tensor([0.0, bad, 1.0])
+    with pytest.raises(ValueError, match=r"the targets contain 1 NaN or infinite value\(s\)"):
+        GaussianLikelihood(10, noise="fixed")(torch.randn(3, 1), target)
+
+
+@pytest.mark.parametrize(
+    "out_features, output, target, match",
+    [
+        (1, torch.randn(3, 1), torch.randn(3, 1), r"targets must have shape \(batch,\)"),
+        (2, torch.randn(3, 2), torch.randn(3), r"targets must have shape \(batch, 2\)"),
+        (2, torch.randn(3, 2), torch.randn(3, 3), r"targets must have shape \(batch, 2\)"),
+        (1, torch.randn(3, 1), torch.randn(4), "the targets have 4 rows but the inputs have 3"),
+    ],
+)
+def test_gaussian_wrong_target_shape(out_features, output, target, match):
+    likelihood = GaussianLikelihood(10, noise="fixed", out_features=out_features)
+    with pytest.raises(ValueError, match=match):
+        likelihood(output, target)
+
+
+@pytest.mark.parametrize(
+    "noise, outputs, match",
+    [
+        ("fixed", 2, "the network gives 2 outputs, the fixed Gaussian likelihood needs 1"),
+        ("learned", 3, "the network gives 3 outputs, the learned Gaussian likelihood needs 1"),
+        ("heteroscedastic", 1, "gives 1 outputs, the heteroscedastic Gaussian likelihood needs 2"),
+    ],
+)
+def test_gaussian_wrong_number_of_outputs(noise, outputs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianLikelihood(10, noise=noise)(torch.randn(4, outputs), torch.randn(4))
+
+
+def test_fixed_noise():
+    likelihood = GaussianLikelihood(20, noise="fixed", scale=0.3)
+    assert list(likelihood.parameters()) == []
+    output, target = torch.randn(5, 1), torch.randn(5)
+    site = trace(likelihood, output, target)
+    expected = torch.distributions.Normal(output[:, 0], 0.3).log_prob(target)
+    assert torch.allclose(log_prob(site), expected)
+    assert site["scale"] == pytest.approx(20 / 5)
+
+
+def test_learned_noise_is_a_positive_parameter():
+    likelihood = GaussianLikelihood(20, noise="learned", scale=0.5, out_features=2)
+    assert torch.allclose(likelihood.scale, torch.full((2,), 0.5))
+    [(name, unconstrained)] = list(likelihood.named_parameters())
+    assert name == "scale_unconstrained" and unconstrained.requires_grad
+    with torch.no_grad():
+        unconstrained.copy_(torch.tensor([-30.0, 4.0]))
+    scale = likelihood.scale
+    assert (scale > 0).all() and scale[0] < 1e-6 and scale[1] > 1.0
+
+    output, target = torch.randn(5, 2), torch.randn(5, 2)
+    site = trace(likelihood, output, target)
+    expected = torch.distributions.Normal(output, scale).log_prob(target).sum(-1)
+    assert torch.allclose(log_prob(site), expected)
+    # The noise is trained by the gradient of the log-likelihood.
+    log_prob(site).sum().backward()
+    assert unconstrained.grad is not None and (unconstrained.grad != 0).all()
+
+
+def test_learned_noise_is_registered_in_the_param_store():
+    likelihood = GaussianLikelihood(20, noise="learned", scale=0.5)
+    likelihood(torch.randn(3, 1), torch.randn(3))
+    assert "scale" in pyro.get_param_store().keys()
+
+
+@pytest.mark.parametrize("min_scale", [0.0, 0.05])
+def test_heteroscedastic_single_output(min_scale):
+    likelihood = GaussianLikelihood(12, noise="heteroscedastic", min_scale=min_scale)
+    output, target = torch.randn(4, 2), torch.randn(4)
+    site = trace(likelihood, output, target)
+    normal = torch.distributions.Normal(output[:, 0], F.softplus(output[:, 1]) + min_scale)
+    assert torch.allclose(log_prob(site), normal.log_prob(target))
+    assert torch.allclose(site["fn"].scale, normal.scale)
+    assert site["scale"] == pytest.approx(12 / 4)
+    assert torch.equal(likelihood(output, target), output[:, 0])
+
+
+def test_heteroscedastic_several_outputs():
+    likelihood = GaussianLikelihood(12, noise="heteroscedastic", out_features=2, min_scale=0.01)
+    assert likelihood.num_outputs == 4
+    output, target = torch.randn(4, 4), torch.randn(4, 2)
+    site = trace(likelihood, output, target)
+    normal = torch.distributions.Normal(output[:, :2], F.softplus(output[:, 2:]) + 0.01)
+    assert torch.allclose(log_prob(site), normal.log_prob(target).sum(-1))
+    assert torch.equal(likelihood(output, target), output[:, :2])
