@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyro_bnn.infer.fit import default_optimizer
+
 
 def train_deterministic(
     net: nn.Module,
@@ -19,13 +21,14 @@ def train_deterministic(
     seed: int | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Train ``net`` with Adam on the cross-entropy, one pass over ``data`` per epoch.
+    """Train ``net`` with Adam (as :func:`pyro_bnn.fit` does) on the cross-entropy, one pass
+    over ``data`` per epoch.
 
     :returns: one ``{"epoch", "loss"}`` record per epoch (mean training cross-entropy).
     """
     if seed is not None:
         torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    optimizer = default_optimizer(net.parameters(), lr)
     history = []
     net.train()
     total = epochs * len(data) if hasattr(data, "__len__") else None

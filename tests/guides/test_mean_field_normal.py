@@ -11,6 +11,7 @@ from pyro import poutine
 from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
+from torch.distributions import kl_divergence
 
 from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.guides import (
@@ -121,6 +122,9 @@ def test_positive_site_is_log_normal():
     trace = poutine.trace(guide).get_trace(x, y)
     assert isinstance(trace.nodes["noise"]["fn"], dist.LogNormal)
     assert trace.nodes["noise"]["value"] > 0
+    # So the registered KL against the Gamma prior applies.
+    kl = kl_divergence(trace.nodes["noise"]["fn"], dist.Gamma(2.0, 2.0))
+    assert torch.isfinite(kl)
     for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
         assert isinstance(trace.nodes[name]["fn"].base_dist, dist.Normal)
     # The median of the log-normal is exp(loc): the feasible starting point 1.

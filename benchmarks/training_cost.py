@@ -1,0 +1,133 @@
+"""Training cost: an SVI epoch of sparse variational dropout vs. a plain PyTorch epoch.
+
+Same network (LeNet-300-100), batch size, data (Fashion-MNIST, or digits upsampled when it is not
+installed) and optimizer (Adam).  Epochs of the two are interleaved, so both see the same machine
+load, and the ratio of the medians is reported.  Then one SVI step is split into its phases
+(guide, model, KL and likelihood, backward, optimizer) to show where the time goes.
+
+    python benchmarks/training_cost.py --epochs 3 --threads 2 [--unfused-adam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from torch.utils.data import DataLoader
+
+from pyro_bnn.data import load_dataset
+from pyro_bnn.guides import AutoMeanFieldNormal
+from pyro_bnn.infer import TraceKL_ELBO, fit
+from pyro_bnn.infer.fit import default_optimizer
+from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet_300_100
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def plain_epoch(net, optimizer, loader) -> float:
+    started = time.perf_counter()
+    for x, y in loader:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def phases(model, guide, optimizer, loader, steps: int) -> dict[str, float]:
+    """Mean milliseconds per step spent in each phase of a TraceKL_ELBO step."""
+    elbo = TraceKL_ELBO()
+    totals = dict.fromkeys(["guide", "model", "kl+likelihood", "backward", "optimizer"], 0.0)
+    iterator = iter(loader)
+    with pyro.get_param_store().scope():
+        for _ in range(steps):
+            x, y = next(iterator)
+            optimizer.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            guide_trace = poutine.trace(guide).get_trace(x, y)
+            t1 = time.perf_counter()
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+            t2 = time.perf_counter()
+            _, loss = elbo._differentiable_loss_particle(model_trace, guide_trace)
+            t3 = time.perf_counter()
+            loss.backward()
+            t4 = time.perf_counter()
+            optimizer.step()
+            t5 = time.perf_counter()
+            for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                totals[key] += seconds
+    return {key: 1000 * value / steps for key, value in totals.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each, interleaved")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--unfused-adam", action="store_true", help="plain torch.optim.Adam for both"
+    )
+    options = parser.parse_args()
+    torch.set_num_threads(options.threads)
+    pyro.set_rng_seed(0)
+
+    splits = load_dataset("fashion-mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist")
+                          else "digits")  # fmt: skip
+    loader = DataLoader(splits.train, batch_size=options.batch_size, shuffle=True)
+    in_features = int(torch.tensor(splits.input_shape).prod())
+
+    def adam(parameters):
+        # Both sides get the optimizer pyro_bnn.fit uses by default (fused Adam).
+        if options.unfused_adam:
+            return torch.optim.Adam(parameters, lr=1e-3)
+        return default_optimizer(parameters, lr=1e-3)
+
+    net = lenet_300_100(in_features, 10)
+    plain_optimizer = adam(net.parameters())
+    model = BayesianNetwork(
+        lenet_300_100(in_features, 10),
+        CategoricalLikelihood(len(splits.train), 10),
+        input_shape=splits.input_shape,
+    )
+    guide = AutoMeanFieldNormal(model, pretrained=model.initial_values)
+    x0, y0 = next(iter(loader))
+    guide(x0, y0)
+    svi_optimizer = adam(list(model.parameters()) + list(guide.parameters()))
+
+    plain_epoch(net, plain_optimizer, loader)  # warm-up
+    plain_times, svi_times = [], []
+    for _ in range(options.epochs):
+        plain_times.append(plain_epoch(net, plain_optimizer, loader))
+        record = fit(model, guide, loader, epochs=1, optimizer=svi_optimizer, progress=False)[0]
+        svi_times.append(record.seconds)
+    ratio = statistics.median(svi_times) / statistics.median(plain_times)
+    breakdown = phases(model, guide, svi_optimizer, loader, steps=50)
+    plain_step = 1000 * statistics.median(plain_times) / len(loader)
+    result = {
+        "benchmark": "training_cost",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores, {options.threads} torch threads, "
+        f"torch {torch.__version__}, pyro {pyro.__version__}",
+        "data": splits.name,
+        "batch_size": options.batch_size,
+        "fused_adam": not options.unfused_adam,
+        "steps_per_epoch": len(loader),
+        "plain_epoch_seconds": plain_times,
+        "svi_epoch_seconds": svi_times,
+        "ratio_svi_over_plain": ratio,
+        "plain_step_ms": plain_step,
+        "svi_step_phases_ms": breakdown,
+    }
+    print(json.dumps(result, indent=2))
+    with open(os.path.join(HERE, "results.jsonl"), "a") as file:
+        file.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
