@@ -1,6 +1,6 @@
 import pyro
-import torch
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)

@@ -63,6 +63,10 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp creates the file readable by its owner only; give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -230,9 +230,7 @@ def fit(
                 if lr_scheduler is not None:
                     lr_scheduler.step()
                 history.append(record)
-                bar.set_postfix(
-                    epoch=epoch + 1, loss=f"{record.loss:.4g}", kl=f"{record.kl:.4g}"
-                )
+                bar.set_postfix(epoch=epoch + 1, loss=f"{record.loss:.4g}", kl=f"{record.kl:.4g}")
                 if checkpoint is not None:
                     save_checkpoint(
                         checkpoint,

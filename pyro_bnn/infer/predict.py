@@ -122,9 +122,9 @@ def predict(
     For each chunk of ``batch_size`` inputs, the guide draws all posterior samples in one
     vectorized run (under an extra plate), and the model is evaluated for all of them in one
     pass (``torch.func.vmap`` over the samples): no Python loop over samples.  Each sample's
-    weights are shared by the whole chunk.  Local reparameterization is turned off (it would redraw per-example
-    noise, which is slower at prediction time) and the model is put in evaluation mode (so
-    BatchNorm uses its running statistics) and restored afterwards.
+    weights are shared by the whole chunk.  Local reparameterization is turned off (it would
+    redraw per-example noise, which is slower at prediction time) and the model is put in
+    evaluation mode (so BatchNorm uses its running statistics) and restored afterwards.
 
     :param model: the Pyro model, called as ``model(x)``, with a likelihood site ``site``
         whose distribution is ``Categorical`` (classification) or ``Normal`` (regression).
@@ -166,7 +166,7 @@ def predict(
     finally:
         if was_training:
             model.train()
-    moments = [torch.cat(parts, dim=1) for parts in zip(*chunks)]
+    moments = [torch.cat(parts, dim=1) for parts in zip(*chunks, strict=True)]
     if len(moments) == 1:
         probs_samples = moments[0]
         probs = probs_samples.mean(0)

@@ -13,7 +13,6 @@ from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import kl_divergence
 
 
-
 class TraceKL_ELBO(TraceMeanField_ELBO):
     """``TraceMeanField_ELBO`` that computes each site's log density only where it is needed.
 

@@ -13,7 +13,9 @@ from pyro_bnn.infer import KLWeight, blundell_weight, warmup_weight
 def test_blundell_weights_match_the_paper(num_steps):
     weights = [blundell_weight(i, num_steps) for i in range(num_steps)]
     # pi_i = 2^(M - i) / (2^M - 1), i = 1..M, times the plate factor M.
-    expected = [num_steps * 2 ** (num_steps - i) / (2**num_steps - 1) for i in range(1, 1 + num_steps)]
+    expected = [
+        num_steps * 2 ** (num_steps - i) / (2**num_steps - 1) for i in range(1, 1 + num_steps)
+    ]
     assert weights == pytest.approx(expected)
     assert sum(weights) == pytest.approx(num_steps)
 
