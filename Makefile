@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
-EPOCHS ?= 8
+# EPOCHS=N overrides the number of epochs (default: 10 on Fashion-MNIST, 60 on digits).
+EPOCHS ?=
 
 .PHONY: run test fashion-mnist clean
 
@@ -29,7 +30,7 @@ fashion-mnist:
 
 run: $(BIN)/pytest fashion-mnist
 	$(BIN)/pyro-bnn train --method sparse-vd --arch lenet-300-100 --data auto \
-		--epochs $(EPOCHS) --output runs/sparse-vd-lenet-300-100
+		$(if $(EPOCHS),--epochs $(EPOCHS)) --output runs/sparse-vd-lenet-300-100
 
 test: $(BIN)/pytest
 	$(BIN)/pytest

@@ -46,6 +46,20 @@ class LocalReparameterizedNormal(dist.Normal):
     tensors.
     """
 
+    def __init__(self, loc, scale, log_variance=None, validate_args=None):
+        super().__init__(loc, scale, validate_args=validate_args)
+        #: ``log scale^2`` when the caller has it (the guide's parameter): registered KLs use it
+        #: instead of taking a logarithm of the scale.
+        self.log_variance = None if log_variance is None else log_variance.expand(self.batch_shape)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(LocalReparameterizedNormal, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new.log_variance = (
+            None if self.log_variance is None else self.log_variance.expand(batch_shape)
+        )
+        return new
+
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         if sample_shape or not _ENABLED.get():
             return super().rsample(sample_shape)

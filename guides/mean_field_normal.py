@@ -238,16 +238,18 @@ class AutoMeanFieldNormal(AutoGuide):
     def get_posterior(self, name: str) -> dist.TorchDistribution:
         """The variational distribution of site ``name``, without the event reinterpretation."""
         loc = self.locs.get(name)
-        scale = (0.5 * self.log_variances.get(name)).exp()
+        log_variance = self.log_variances.get(name)
         cap = self._cap(name)
         if cap is not None:
-            scale = scale.clamp(max=cap)
+            log_variance = log_variance.clamp(max=2 * math.log(cap))
+        scale = (0.5 * log_variance).exp()
         transform = self._transforms[name]
         # The scale is an exponential, positive by construction: skip the per-step validation
         # pass over every weight.
         if transform == identity_transform:
-            normal = LocalReparameterizedNormal if self.local_reparameterization else dist.Normal
-            return normal(loc, scale, validate_args=False)
+            if self.local_reparameterization:
+                return LocalReparameterizedNormal(loc, scale, log_variance, validate_args=False)
+            return dist.Normal(loc, scale, validate_args=False)
         if isinstance(transform, ExpTransform):
             return dist.LogNormal(loc, scale, validate_args=False)
         base = dist.Normal(loc, scale, validate_args=False)

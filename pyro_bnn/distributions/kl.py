@@ -79,12 +79,55 @@ def sparse_vd_kl(log_alpha: torch.Tensor) -> torch.Tensor:
     return K1 - K1 * torch.sigmoid(K2 + K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
 
 
+class _SparseVDKL(torch.autograd.Function):
+    """:func:`sparse_vd_kl` of ``log alpha = log sigma^2 - log mu^2`` as one fused operation.
+
+    It is evaluated for every weight of a network on every training step, so it is written to
+    need four transcendental functions and no autograd graph: with s = sigmoid(k2 + k3 log a)
+    and t = sigmoid(log a), softplus(-log a) = -log t and::
+
+        KL = k1 - k1 s - log(t) / 2
+        dKL / dlog a = -k1 k3 s (1 - s) - (1 - t) / 2      (0 where log a is clamped)
+        dlog a / dlog sigma^2 = 1,    dlog a / dmu = -2 mu / mu^2
+    """
+
+    @staticmethod
+    def forward(ctx, loc: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+        loc_square = loc.square().add_(torch.finfo(loc.dtype).tiny)
+        raw = log_variance - loc_square.log()
+        log_alpha = raw.clamp(*LOG_ALPHA_RANGE)
+        s = torch.sigmoid(log_alpha * K3 + K2)
+        t = torch.sigmoid(log_alpha)
+        kl = torch.log(t).mul_(-0.5).sub_(s, alpha=K1).add_(K1)
+        ctx.save_for_backward(loc, loc_square, raw, s, t)
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        loc, loc_square, raw, s, t = ctx.saved_tensors
+        low, high = LOG_ALPHA_RANGE
+        slope = (s * (1 - s)).mul_(-K1 * K3).sub_(1 - t, alpha=0.5)
+        grad_log_alpha = grad * slope * ((raw >= low) & (raw <= high))
+        grad_loc = grad_log_alpha * loc * -2 / loc_square if ctx.needs_input_grad[0] else None
+        return grad_loc, grad_log_alpha
+
+
+def sparse_vd_kl_normal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """:func:`sparse_vd_kl` of a Normal(loc, exp(log_variance)) guide, per weight, computed
+    directly from the mean and the log-variance with a hand-written gradient."""
+    loc, log_variance = torch.broadcast_tensors(loc, log_variance)
+    return _SparseVDKL.apply(loc, log_variance)
+
+
 @register_kl(Normal, ImproperLogUniform)
 def _kl_normal_improper_log_uniform(p: Normal, q: ImproperLogUniform) -> torch.Tensor:
-    tiny = torch.finfo(p.loc.dtype).tiny
-    log_alpha = 2 * p.scale.log() - (p.loc.square() + tiny).log()
+    # Guides that keep log sigma^2 (AutoMeanFieldNormal's LocalReparameterizedNormal) pass it
+    # on, which saves a logarithm per weight.
+    log_variance = getattr(p, "log_variance", None)
+    if log_variance is None:
+        log_variance = 2 * p.scale.log()
     batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return sparse_vd_kl(log_alpha).expand(batch_shape)
+    return sparse_vd_kl_normal(p.loc, log_variance).expand(batch_shape)
 
 
 @register_kl(LogNormal, Gamma)

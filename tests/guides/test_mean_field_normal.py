@@ -276,9 +276,11 @@ def test_max_scale():
     guide = AutoMeanFieldNormal(TwoLayers(4, 3), init_log_variance=0.0, max_scale=0.1)
     guide(x, y)
     for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "noise"):
-        assert (guide.get_posterior(name).scale == 0.1).all(), name
+        scale = guide.get_posterior(name).scale
+        torch.testing.assert_close(scale, torch.full_like(scale, 0.1), msg=name)
     trace = poutine.trace(guide).get_trace(x, y)
-    assert (trace.nodes["fc1.weight"]["fn"].base_dist.scale == 0.1).all()
+    scale = trace.nodes["fc1.weight"]["fn"].base_dist.scale
+    torch.testing.assert_close(scale, torch.full_like(scale, 0.1))
 
     # Per prefix: a module name covers all its sites, a site name only itself.
     caps = {"fc1": 0.1, "fc2.weight": 0.5}
