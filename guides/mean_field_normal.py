@@ -9,6 +9,11 @@ from contextlib import ExitStack
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.nn import PyroModule
+from torch import nn
+from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import (
     AffineTransform,
     ComposeTransform,
@@ -16,11 +21,6 @@ from torch.distributions.transforms import (
     IndependentTransform,
     identity_transform,
 )
-from pyro.infer.autoguide import AutoGuide
-from pyro.nn import PyroModule
-from pyro.infer.autoguide.initialization import InitMessenger
-from torch import nn
-from torch.distributions import biject_to, constraints
 
 from pyro_bnn.distributions.kl import LOG_ALPHA_RANGE
 

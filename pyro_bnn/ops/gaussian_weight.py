@@ -19,7 +19,6 @@ from torch.utils._pytree import tree_map
 
 from .sampled_linear import _standard_deviation, sampled_conv2d, sampled_linear
 
-
 # Functions that read only a tensor's metadata: answered from the subclass's own storage (a view
 # of the mean, which has the right shape, dtype and device) without drawing a sample.
 _METADATA = {
@@ -39,7 +38,7 @@ _METADATA = {
 
 
 class GaussianWeight(torch.Tensor):
-    """A lazily sampled ``w ~ Normal(loc, scale)`` that dispatches layers to local reparameterization.
+    """A lazily sampled ``w ~ Normal(loc, scale)`` that sends layers to local reparameterization.
 
     :param loc: the mean, any shape.
     :param scale: the standard deviation, same shape as ``loc``.

@@ -70,7 +70,8 @@ def sampled_linear(
     :param noise: optional standard-normal draws of shape ``(..., out)``; drawn with
         ``torch.randn`` when omitted.  Passing it makes the output a deterministic function,
         which tests use.
-    :returns: ``(x s) @ mu.T + b_mu + sqrt((x s)**2 @ var.T + b_var) * noise``, shape ``(..., out)``.
+    :returns: ``(x s) @ mu.T + b_mu + sqrt((x s)**2 @ var.T + b_var) * noise``, of shape
+        ``(..., out)``.
     """
     if weight_mean.shape != weight_var.shape:
         raise ValueError(
