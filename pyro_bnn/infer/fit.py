@@ -248,6 +248,14 @@ def fit(
     return history
 
 
+def _stop(optimizer, what: str, epoch: int, step: int, remedies: str):
+    optimizer.zero_grad(set_to_none=True)
+    raise NonFiniteLossError(
+        f"{what} at epoch {epoch + 1}, step {step + 1}; no parameter was changed by this "
+        f"step. Try a smaller learning rate, {remedies}."
+    )
+
+
 def _run_epoch(
     epoch, model, guide, weighted_model, weighted_guide, data, elbo, kl_weight, optimizer,
     parameters, num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar,
@@ -275,21 +283,11 @@ def _run_epoch(
             # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
             loss = elbo.loss_and_grads(weighted_model, weighted_guide, *args)
         if not math.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; no "
-                "parameter was changed by this step. Try a smaller learning rate, a KL "
-                "warm-up, or max_scale on the guide."
-            )
+            _stop(optimizer, f"the loss became {loss}", epoch, step, "a KL warm-up, max_scale")
         grads = [p.grad for p in parameters if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         if not torch.isfinite(norm):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"the gradient became non-finite at epoch {epoch + 1}, step {step + 1}; no "
-                "parameter was changed by this step. Try a smaller learning rate or "
-                "max_grad_norm."
-            )
+            _stop(optimizer, "the gradient became non-finite", epoch, step, "max_grad_norm")
         if max_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(grads, max_grad_norm, norm)
         optimizer.step()

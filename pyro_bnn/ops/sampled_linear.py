@@ -38,6 +38,16 @@ def _standard_deviation(variance: torch.Tensor) -> torch.Tensor:
     return variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt()
 
 
+def _check_moments(weight_mean, weight_var, bias_mean, bias_var) -> None:
+    if weight_mean.shape != weight_var.shape:
+        raise ValueError(
+            f"weight_mean {tuple(weight_mean.shape)} and weight_var {tuple(weight_var.shape)} "
+            "must have the same shape"
+        )
+    if bias_var is not None and bias_mean is None:
+        raise ValueError("bias_var is given without bias_mean")
+
+
 def _check_noise(noise: torch.Tensor | None, mean: torch.Tensor) -> torch.Tensor:
     if noise is None:
         return torch.randn_like(mean)
@@ -73,13 +83,7 @@ def sampled_linear(
     :returns: ``(x s) @ mu.T + b_mu + sqrt((x s)**2 @ var.T + b_var) * noise``, of shape
         ``(..., out)``.
     """
-    if weight_mean.shape != weight_var.shape:
-        raise ValueError(
-            f"weight_mean {tuple(weight_mean.shape)} and weight_var {tuple(weight_var.shape)} "
-            "must have the same shape"
-        )
-    if bias_var is not None and bias_mean is None:
-        raise ValueError("bias_var is given without bias_mean")
+    _check_moments(weight_mean, weight_var, bias_mean, bias_var)
     if input_scale is not None:
         x = x * input_scale
     mean = F.linear(x, weight_mean, bias_mean)
@@ -116,13 +120,7 @@ def sampled_conv2d(
     :param noise: optional standard-normal draws with the output's shape.
     :returns: a sample of the pre-activation, shape ``(batch, out_channels, h_out, w_out)``.
     """
-    if weight_mean.shape != weight_var.shape:
-        raise ValueError(
-            f"weight_mean {tuple(weight_mean.shape)} and weight_var {tuple(weight_var.shape)} "
-            "must have the same shape"
-        )
-    if bias_var is not None and bias_mean is None:
-        raise ValueError("bias_var is given without bias_mean")
+    _check_moments(weight_mean, weight_var, bias_mean, bias_var)
     if input_scale is not None:
         x = x * input_scale[..., None, None]
     mean = F.conv2d(x, weight_mean, bias_mean, stride, padding, dilation, groups)
