@@ -47,7 +47,7 @@ def main() -> None:
 
     splits = load_dataset("fashion-mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist")
                           else "digits")  # fmt: skip
-    x, _ = splits.test.tensors
+    x, y = splits.test.tensors
     in_features = int(torch.tensor(splits.input_shape).prod())
     net = lenet_300_100(in_features, 10).eval()
     model = BayesianNetwork(
@@ -55,7 +55,7 @@ def main() -> None:
         input_shape=splits.input_shape,
     )  # fmt: skip
     guide = AutoMeanFieldNormal(model, pretrained=model.initial_values)
-    guide(x[:2])
+    guide(x[:2], y[:2])
 
     predict(model, guide, x[:100], num_samples=options.num_samples)  # warm-up
     ours, baseline = [], []

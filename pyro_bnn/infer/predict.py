@@ -139,6 +139,12 @@ def predict(
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:
         raise ValueError("x must be a non-empty tensor with a batch dimension")
     check_batch(model, (x,))
+    if getattr(guide, "prototype_trace", True) is None:
+        raise RuntimeError(
+            "the guide has not seen the model yet: train it, or call it once with a batch of "
+            "inputs and targets, before predicting (called with inputs alone, the likelihood "
+            "site would look like a latent variable to it)"
+        )
 
     was_training = getattr(model, "training", None)
     if was_training is not None:

@@ -118,3 +118,9 @@ def test_bad_input(trained_classifier):
     with pytest.raises(ValueError, match="no sample site 'likelihood'"):
         predict(model, guide, x, site="likelihood")
     assert model.training
+
+
+def test_guide_must_have_seen_the_model():
+    model, guide, _, x, _ = classification_problem()
+    with pytest.raises(RuntimeError, match="has not seen the model"):
+        predict(model, guide, x)
