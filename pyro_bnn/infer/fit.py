@@ -176,6 +176,13 @@ def fit(
         raise ValueError(f"kl_reweighting must be 'uniform' or 'blundell', got {kl_reweighting!r}")
     if kl_warmup_epochs < 0:
         raise ValueError(f"kl_warmup_epochs must be non-negative, got {kl_warmup_epochs}")
+    for name, value in (("model", model), ("guide", guide)):
+        if not isinstance(value, nn.Module):
+            raise TypeError(
+                f"fit trains nn.Module models and guides (PyroModule, AutoGuide); the {name} is "
+                f"a {type(value).__name__}. For functions with pyro.param statements use "
+                "pyro.infer.SVI directly."
+            )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     if seed is not None:

@@ -196,3 +196,13 @@ def test_resume_continues_exactly(tmp_path):
     assert [r.epoch for r in resumed_history] == [1, 2, 3]
     assert resumed_history[-1].loss == pytest.approx(straight_history[-1].loss, rel=1e-6)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_function_guides_are_pointed_to_svi():
+    model, _, loader, _, _ = classification_problem()
+
+    def guide(x, y=None):
+        pass
+
+    with pytest.raises(TypeError, match="pyro.infer.SVI"):
+        fit(model, guide, loader, epochs=1, progress=False)
