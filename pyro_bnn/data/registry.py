@@ -77,28 +77,21 @@ def _require_root(name: str, root: str | None) -> str:
     return root
 
 
-def _mnist(root: str | None, download: bool) -> DataSplits:
-    root = _require_root("mnist", root)
-    return DataSplits(
-        train=mnist(root, train=True, download=download),
-        test=mnist(root, train=False, download=download),
-        task="classification",
-        num_classes=10,
-        input_shape=(1, 28, 28),
-        name="mnist",
-    )
+def _downloadable(name: str, reader: Callable, input_shape: tuple[int, ...]):
+    """A loader for a ten-class image set read from ``root`` (or downloaded into it)."""
 
+    def load(root: str | None, download: bool) -> DataSplits:
+        root = _require_root(name, root)
+        return DataSplits(
+            train=reader(root, train=True, download=download),
+            test=reader(root, train=False, download=download),
+            task="classification",
+            num_classes=10,
+            input_shape=input_shape,
+            name=name,
+        )
 
-def _cifar10(root: str | None, download: bool) -> DataSplits:
-    root = _require_root("cifar10", root)
-    return DataSplits(
-        train=cifar10(root, train=True, download=download),
-        test=cifar10(root, train=False, download=download),
-        task="classification",
-        num_classes=10,
-        input_shape=(3, 32, 32),
-        name="cifar10",
-    )
+    return load
 
 
 def _toy_cubic(root: str | None, download: bool) -> DataSplits:
@@ -126,8 +119,8 @@ def _toy_sinusoid(root: str | None, download: bool) -> DataSplits:
 _LOADERS: dict[str, Callable[[str | None, bool], DataSplits]] = {
     "fashion-mnist": _fashion_mnist,
     "digits": _digits,
-    "mnist": _mnist,
-    "cifar10": _cifar10,
+    "mnist": _downloadable("mnist", mnist, (1, 28, 28)),
+    "cifar10": _downloadable("cifar10", cifar10, (3, 32, 32)),
     "toy-cubic": _toy_cubic,
     "toy-sinusoid": _toy_sinusoid,
 }
