@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyro_bnn.infer.fit import default_optimizer
 

@@ -13,7 +13,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
