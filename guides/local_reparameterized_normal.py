@@ -8,7 +8,10 @@ from collections.abc import Iterator
 
 import pyro.distributions as dist
 import torch
+from torch.distributions import register_kl
 
+from pyro_bnn.distributions import ImproperLogUniform
+from pyro_bnn.distributions.kl import sparse_vd_kl_normal
 from pyro_bnn.ops import GaussianWeight
 
 _ENABLED = contextvars.ContextVar("pyro_bnn_local_reparameterization", default=True)
@@ -64,3 +67,11 @@ class LocalReparameterizedNormal(dist.Normal):
         if sample_shape or not _ENABLED.get():
             return super().rsample(sample_shape)
         return GaussianWeight(self.loc, self.scale)
+
+
+@register_kl(LocalReparameterizedNormal, ImproperLogUniform)
+def _kl_local_normal_improper_log_uniform(p, q) -> torch.Tensor:
+    # The guide's own log sigma^2, when it gave one, saves a logarithm per weight.
+    log_variance = 2 * p.scale.log() if p.log_variance is None else p.log_variance
+    batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    return sparse_vd_kl_normal(p.loc, log_variance).expand(batch_shape)

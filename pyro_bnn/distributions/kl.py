@@ -121,13 +121,8 @@ def sparse_vd_kl_normal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.
 
 @register_kl(Normal, ImproperLogUniform)
 def _kl_normal_improper_log_uniform(p: Normal, q: ImproperLogUniform) -> torch.Tensor:
-    # Guides that keep log sigma^2 (AutoMeanFieldNormal's LocalReparameterizedNormal) pass it
-    # on, which saves a logarithm per weight.
-    log_variance = getattr(p, "log_variance", None)
-    if log_variance is None:
-        log_variance = 2 * p.scale.log()
     batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return sparse_vd_kl_normal(p.loc, log_variance).expand(batch_shape)
+    return sparse_vd_kl_normal(p.loc, 2 * p.scale.log()).expand(batch_shape)
 
 
 @register_kl(LogNormal, Gamma)
