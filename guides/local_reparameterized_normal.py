@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pyro.distributions as dist
 import torch
-from torch.distributions import register_kl
+from torch.distributions import Distribution, register_kl
+from torch.distributions.utils import broadcast_all, lazy_property
 
 from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.distributions.kl import sparse_vd_kl_normal
@@ -47,26 +48,55 @@ class LocalReparameterizedNormal(dist.Normal):
     reparameterization); any other use draws one ordinary sample.  Batched draws
     (``sample_shape`` non-empty) and draws with local reparameterization turned off are ordinary
     tensors.
+
+    :param loc: the mean.
+    :param scale: the standard deviation; may be omitted when ``log_variance`` is given.
+    :param log_variance: ``log scale^2``, when the caller has it (a guide's parameter).  The
+        layers then get the variance as one exponential, the registered KL uses it directly,
+        and the scale is only computed if something asks for it.
     """
 
-    def __init__(self, loc, scale, log_variance=None, validate_args=None):
-        super().__init__(loc, scale, validate_args=validate_args)
-        #: ``log scale^2`` when the caller has it (the guide's parameter): registered KLs use it
-        #: instead of taking a logarithm of the scale.
-        self.log_variance = None if log_variance is None else log_variance.expand(self.batch_shape)
+    def __init__(self, loc, scale=None, log_variance=None, validate_args=None):
+        if scale is not None:
+            super().__init__(loc, scale, validate_args=validate_args)
+            self.log_variance = (
+                None if log_variance is None else log_variance.expand(self.batch_shape)
+            )
+            return
+        if log_variance is None:
+            raise ValueError("LocalReparameterizedNormal needs a scale or a log_variance")
+        self.loc, self.log_variance = broadcast_all(loc, log_variance)
+        Distribution.__init__(self, self.loc.shape, validate_args=validate_args)
+
+    @lazy_property
+    def scale(self) -> torch.Tensor:
+        return self.log_variance.mul(0.5).exp()
+
+    @lazy_property
+    def variance(self) -> torch.Tensor:
+        if self.log_variance is None:
+            return self.scale.square()
+        return self.log_variance.exp()
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(LocalReparameterizedNormal, _instance)
-        new = super().expand(batch_shape, _instance=new)
+        batch_shape = torch.Size(batch_shape)
+        new.loc = self.loc.expand(batch_shape)
         new.log_variance = (
             None if self.log_variance is None else self.log_variance.expand(batch_shape)
         )
+        # Only what was already computed is carried over; the rest stays lazy.
+        for name in ("scale", "variance"):
+            if name in self.__dict__:
+                setattr(new, name, self.__dict__[name].expand(batch_shape))
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
         return new
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         if sample_shape or not _ENABLED.get():
             return super().rsample(sample_shape)
-        return GaussianWeight(self.loc, self.scale)
+        return GaussianWeight(self.loc, variance=self.variance)
 
 
 @register_kl(LocalReparameterizedNormal, ImproperLogUniform)

@@ -242,13 +242,13 @@ class AutoMeanFieldNormal(AutoGuide):
         cap = self._cap(name)
         if cap is not None:
             log_variance = log_variance.clamp(max=2 * math.log(cap))
-        scale = (0.5 * log_variance).exp()
         transform = self._transforms[name]
         # The scale is an exponential, positive by construction: skip the per-step validation
         # pass over every weight.
+        if transform == identity_transform and self.local_reparameterization:
+            return LocalReparameterizedNormal(loc, log_variance=log_variance, validate_args=False)
+        scale = (0.5 * log_variance).exp()
         if transform == identity_transform:
-            if self.local_reparameterization:
-                return LocalReparameterizedNormal(loc, scale, log_variance, validate_args=False)
             return dist.Normal(loc, scale, validate_args=False)
         if isinstance(transform, ExpTransform):
             return dist.LogNormal(loc, scale, validate_args=False)

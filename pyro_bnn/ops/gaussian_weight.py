@@ -42,20 +42,33 @@ class GaussianWeight(torch.Tensor):
 
     :param loc: the mean, any shape.
     :param scale: the standard deviation, same shape as ``loc``.
+    :param variance: the variance instead of the standard deviation (give one of the two).  The
+        layers need only the variance, so a guide that has it (``exp`` of its log-variance)
+        saves a square root and a square per weight and step.
 
     The tensor's own storage is a detached view of ``loc`` and is only used for its metadata
     (shape, dtype, device); every value-reading operation goes through :meth:`rsample`.
     """
 
     @staticmethod
-    def __new__(cls, loc: torch.Tensor, scale: torch.Tensor):
-        if loc.shape != scale.shape:
+    def __new__(
+        cls,
+        loc: torch.Tensor,
+        scale: torch.Tensor | None = None,
+        variance: torch.Tensor | None = None,
+    ):
+        if (scale is None) == (variance is None):
+            raise ValueError("GaussianWeight needs exactly one of scale and variance")
+        spread = scale if variance is None else variance
+        if loc.shape != spread.shape:
+            name = "scale" if variance is None else "variance"
             raise ValueError(
-                f"loc {tuple(loc.shape)} and scale {tuple(scale.shape)} must have the same shape"
+                f"loc {tuple(loc.shape)} and {name} {tuple(spread.shape)} must have the same shape"
             )
         weight = loc.detach().as_subclass(cls)
         weight._loc = loc
         weight._scale = scale
+        weight._variance = variance
         weight._sample = None
         return weight
 
@@ -65,12 +78,20 @@ class GaussianWeight(torch.Tensor):
 
     @property
     def scale(self) -> torch.Tensor:
+        if self._scale is None:
+            self._scale = _standard_deviation(self._variance)
         return self._scale
+
+    @property
+    def variance(self) -> torch.Tensor:
+        if self._variance is None:
+            self._variance = self._scale.square()
+        return self._variance
 
     def rsample(self) -> torch.Tensor:
         """The one reparameterized weight sample ``loc + scale * eps`` (a plain tensor)."""
         if self._sample is None:
-            self._sample = torch.addcmul(self._loc, self._scale, torch.randn_like(self._loc))
+            self._sample = torch.addcmul(self._loc, self.scale, torch.randn_like(self._loc))
         return self._sample
 
     def __repr__(self) -> str:
@@ -102,7 +123,7 @@ def _materialize(value):
 def _split(parameter) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(mean, variance) of a weight or bias that may or may not be Gaussian."""
     if isinstance(parameter, GaussianWeight):
-        return parameter.loc, parameter.scale.square()
+        return parameter.loc, parameter.variance
     return parameter, None
 
 

@@ -55,3 +55,29 @@ def test_registered_kl_uses_the_log_variance_when_given():
     expanded = LocalReparameterizedNormal(loc, scale, log_variance).expand((3, 5, 4))
     assert expanded.log_variance.shape == (3, 5, 4)
     assert kl_divergence(expanded, prior.expand((3, 5, 4))).shape == (3, 5, 4)
+
+
+def test_local_normal_from_log_variance_alone():
+    loc, log_variance = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4).double() - 3
+    normal = torch.distributions.Normal(loc, (0.5 * log_variance).exp())
+    local = LocalReparameterizedNormal(loc, log_variance=log_variance)
+    # Nothing but the layers' variance is computed unless asked for.
+    assert "scale" not in local.__dict__
+    torch.testing.assert_close(local.variance, log_variance.exp())
+    assert "scale" not in local.__dict__
+    value = torch.randn(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(local.log_prob(value), normal.log_prob(value))
+    torch.testing.assert_close(local.scale, normal.scale)
+    torch.testing.assert_close(local.entropy(), normal.entropy())
+    prior = ImproperLogUniform((5, 4))
+    torch.testing.assert_close(kl_divergence(local, prior), kl_divergence(normal, prior))
+
+    lazy = LocalReparameterizedNormal(loc, log_variance=log_variance).expand((2, 5, 4))
+    assert lazy.batch_shape == (2, 5, 4) and "scale" not in lazy.__dict__
+    torch.testing.assert_close(lazy.scale, normal.scale.expand(2, 5, 4))
+    assert lazy.rsample().variance.shape == (2, 5, 4)
+
+
+def test_local_normal_needs_a_scale_or_log_variance():
+    with pytest.raises(ValueError, match="needs a scale or a log_variance"):
+        LocalReparameterizedNormal(torch.zeros(3))

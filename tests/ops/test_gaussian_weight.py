@@ -192,6 +192,37 @@ def test_metadata_does_not_sample():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="same shape"):
         GaussianWeight(torch.zeros(3, 4), torch.ones(4, 3))
+    with pytest.raises(ValueError, match="variance .* same shape"):
+        GaussianWeight(torch.zeros(3, 4), variance=torch.ones(4, 3))
+
+
+def test_needs_exactly_one_of_scale_and_variance():
+    with pytest.raises(ValueError, match="exactly one of scale and variance"):
+        GaussianWeight(torch.zeros(3))
+    with pytest.raises(ValueError, match="exactly one of scale and variance"):
+        GaussianWeight(torch.zeros(3), torch.ones(3), torch.ones(3))
+
+
+def test_variance_form_is_the_same_distribution():
+    _, loc, scale = gaussian(3, 4)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    from_scale = GaussianWeight(loc, scale)
+    from_variance = GaussianWeight(loc, variance=scale.square())
+    torch.manual_seed(0)
+    expected = F.linear(x, from_scale)
+    torch.manual_seed(0)
+    actual = F.linear(x, from_variance)
+    torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(from_variance.scale, scale)
+    torch.testing.assert_close(from_scale.variance, scale.square())
+    torch.manual_seed(1)
+    sample = from_variance + 0
+    torch.manual_seed(1)
+    torch.testing.assert_close(sample, from_scale + 0)
+    # The gradient reaches the variance through the layer.
+    variance = scale.detach().square().requires_grad_()
+    F.linear(x, GaussianWeight(loc, variance=variance)).square().sum().backward()
+    assert variance.grad is not None and torch.isfinite(variance.grad).all()
 
 
 def test_repr_does_not_sample():
