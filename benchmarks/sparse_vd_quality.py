@@ -6,6 +6,10 @@ as in Molchanov et al.'s table, and appends a JSON line to ``benchmarks/results.
 
     python benchmarks/sparse_vd_quality.py --arch lenet-300-100 --epochs 30
     python benchmarks/sparse_vd_quality.py --arch lenet-5-caffe --epochs 10
+    python benchmarks/sparse_vd_quality.py --pretrain-epochs 20 --epochs 80 --lr-schedule linear
+
+With ``--pretrain-epochs K`` sparse VD starts from the deterministic network after K epochs and
+the deterministic baseline trains for K + epochs epochs: the same number of passes over the data.
 """
 
 from __future__ import annotations
@@ -28,23 +32,33 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-warmup-epochs", type=float, default=0.0)
+    parser.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant")
+    parser.add_argument("--pretrain-epochs", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--output", default=os.path.join(HERE, "runs"))
     options = parser.parse_args()
 
     results = {}
     for method in ("deterministic", "sparse-vd"):
+        if method == "deterministic":
+            budget = ["--epochs", str(options.epochs + options.pretrain_epochs)]
+        else:
+            budget = ["--epochs", str(options.epochs),
+                      "--pretrain-epochs", str(options.pretrain_epochs)]  # fmt: skip
         args = build_parser().parse_args(
             [
                 "train",
                 "--method", method,
                 "--arch", options.arch,
                 "--data", options.data,
-                "--epochs", str(options.epochs),
+                *budget,
                 "--batch-size", str(options.batch_size),
                 "--lr", str(options.lr),
+                "--lr-schedule", options.lr_schedule,
                 "--kl-warmup-epochs", str(options.kl_warmup_epochs),
                 "--seed", str(options.seed),
+                "--threads", str(options.threads),
                 "--output", os.path.join(options.output, f"{options.arch}-{method}"),
                 "--quiet",
             ]
@@ -60,6 +74,10 @@ def main() -> None:
         "arch": options.arch,
         "data": sparse["data"],
         "epochs": options.epochs,
+        "pretrain_epochs": options.pretrain_epochs,
+        "deterministic_epochs": options.epochs + options.pretrain_epochs,
+        "lr_schedule": options.lr_schedule,
+        "kl_warmup_epochs": options.kl_warmup_epochs,
         "batch_size": options.batch_size,
         "lr": options.lr,
         "deterministic_error": deterministic["test"]["error"],

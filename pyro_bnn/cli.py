@@ -11,6 +11,11 @@ it and writes into the output directory:
 
 Unset options take per-data-set defaults: 10 epochs, batch 128, learning rate 1e-3 and no KL
 warm-up; for the small digits set 60 epochs, batch 64, learning rate 3e-3 and a 10-epoch warm-up.
+
+``--lr-schedule linear`` decays the learning rate linearly to zero over the epochs (Molchanov et
+al.'s schedule).  ``--pretrain-epochs K`` first trains the network deterministically for K epochs
+and starts the guide's means there, as Molchanov et al. did for their convolutional networks;
+the deterministic baseline with the same budget then gets K more epochs.
 """
 
 from __future__ import annotations
@@ -55,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: per data set, see below")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
+    train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "linear"),
+        default="constant",
+        help="'linear': decay the learning rate to zero over the epochs",
+    )
+    train.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="sparse VD: deterministic epochs first, to initialize the guide's means",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", default="runs/latest", help="output directory")
     train.add_argument(
@@ -113,6 +130,10 @@ def _check_arguments(args) -> None:
         raise ValueError(f"--lr must be positive and finite, got {args.lr}")
     if args.train_subset is not None and args.train_subset < 1:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
+    if args.pretrain_epochs < 0:
+        raise ValueError(f"--pretrain-epochs must be non-negative, got {args.pretrain_epochs}")
+    if args.pretrain_epochs and args.method != "sparse-vd":
+        raise ValueError("--pretrain-epochs applies to --method sparse-vd only")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     warmup = args.kl_warmup_epochs
@@ -124,6 +145,16 @@ def _check_arguments(args) -> None:
         value = getattr(args, name)
         if not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be finite, got {value}")
+
+
+def _scheduler(kind: str, epochs: int):
+    """A factory ``optimizer -> LRScheduler`` for ``--lr-schedule``, or None for constant."""
+    if kind == "constant":
+        return None
+    # Epoch e (from 0) trains at lr * (1 - e / epochs): the last epoch still learns.
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: 1.0 - epoch / epochs
+    )
 
 
 def _load_data(args):
@@ -200,6 +231,8 @@ def train(args) -> dict:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "pretrain_epochs": args.pretrain_epochs,
         "seed": args.seed,
         "num_train": len(train_set),
         "num_test": len(x_test),
@@ -207,9 +240,16 @@ def train(args) -> dict:
         "date": time.strftime("%Y-%m-%d"),
     }
     started = time.perf_counter()
+    scheduler = _scheduler(args.lr_schedule, args.epochs)
     if args.method == "deterministic":
         history = train_deterministic(
-            net, loader, epochs=args.epochs, lr=args.lr, seed=args.seed, progress=not args.quiet
+            net,
+            loader,
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            scheduler=scheduler,
+            progress=not args.quiet,
         )
         result["train_seconds"] = time.perf_counter() - started
         probs = predict_deterministic(net, x_test)
@@ -217,6 +257,15 @@ def train(args) -> dict:
                     os.path.join(args.output, "checkpoint.pt"))  # fmt: skip
         result["history"] = history
     else:
+        if args.pretrain_epochs:
+            result["pretrain_history"] = train_deterministic(
+                net,
+                loader,
+                epochs=args.pretrain_epochs,
+                lr=args.lr,
+                seed=args.seed,
+                progress=not args.quiet,
+            )
         model = BayesianNetwork(
             net,
             CategoricalLikelihood(len(train_set), splits.num_classes),
@@ -233,6 +282,7 @@ def train(args) -> dict:
             lr=args.lr,
             seed=args.seed,
             kl_warmup_epochs=args.kl_warmup_epochs,
+            scheduler=scheduler,
             checkpoint=os.path.join(args.output, "checkpoint.pt"),
             progress=not args.quiet,
         )

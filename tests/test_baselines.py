@@ -29,7 +29,8 @@ def test_train_deterministic_lowers_the_loss(digits_data):
     train_set, _ = digits_data
     history = train(small_net(), train_set)
     assert [record["epoch"] for record in history] == [1, 2]
-    assert set(history[0]) == {"epoch", "loss"}
+    assert set(history[0]) == {"epoch", "loss", "lr"}
+    assert history[0]["lr"] == history[1]["lr"] == 1e-2
     first, second = history[0]["loss"], history[1]["loss"]
     assert second < first
     assert second < 0.8 * math.log(10)  # chance level is log(10)
@@ -47,6 +48,20 @@ def test_train_deterministic_is_repeatable(digits_data):
         assert torch.equal(a, b), name
     history_c = train(small_net(), train_set, seed=4)
     assert history_c != history_a
+
+
+def test_train_deterministic_steps_the_schedule_per_epoch(digits_data):
+    train_set, _ = digits_data
+    loader = DataLoader(Subset(train_set, range(64)), batch_size=32)
+    history = train_deterministic(
+        small_net(),
+        loader,
+        epochs=3,
+        lr=0.3,
+        scheduler=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5),
+        progress=False,
+    )
+    assert [record["lr"] for record in history] == pytest.approx([0.3, 0.15, 0.075])
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -125,6 +125,17 @@ def test_train_deterministic(tmp_path, capsys):
     net.load_state_dict(checkpoint["network"])
 
 
+def test_pretraining_and_linear_schedule(tmp_path, capsys):
+    output = tmp_path / "run"
+    arguments = ["--pretrain-epochs", "1", "--lr-schedule", "linear", "--lr", "0.004"]
+    assert main([*QUICK, "--output", str(output), *arguments]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["pretrain_epochs"] == 1 and metrics["lr_schedule"] == "linear"
+    assert [record["epoch"] for record in metrics["pretrain_history"]] == [1]
+    # Two epochs decaying linearly to zero: the full rate, then half of it.
+    assert [record["lr"] for record in metrics["history"]] == pytest.approx([0.004, 0.002])
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -137,6 +148,11 @@ def test_train_deterministic(tmp_path, capsys):
         (["--threads", "-1"], "--threads must be at least 1"),
         (["--kl-warmup-epochs", "-2"], "--kl-warmup-epochs must be non-negative"),
         (["--threshold", "nan"], "--threshold must be finite"),
+        (["--pretrain-epochs", "-1"], "--pretrain-epochs must be non-negative"),
+        (
+            ["--method", "deterministic", "--pretrain-epochs", "2"],
+            "--pretrain-epochs applies to --method sparse-vd only",
+        ),
         (["--arch", "lenet-5-caffe"], "needs images of at least 16x16"),
         (["--arch", "vgg-like"], "vgg-like needs 32x32 images"),
     ],
