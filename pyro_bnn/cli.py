@@ -288,7 +288,11 @@ def train(args) -> dict:
         )
         result["train_seconds"] = time.perf_counter() - started
         result["history"] = [vars(record) for record in records]
-        prediction = predict(model, guide, x_test, num_samples=args.num_samples)
+        # A vectorized pass holds the activations of num_samples x batch examples at once;
+        # convolutional feature maps are large, so keep that product near 10,000 for them.
+        convolutional = any(isinstance(module, torch.nn.Conv2d) for module in net.modules())
+        batch = max(1, 10_000 // args.num_samples) if convolutional else 1000
+        prediction = predict(model, guide, x_test, num_samples=args.num_samples, batch_size=batch)
         probs = prediction.probs
         result["mean_mutual_information"] = prediction.mutual_information.mean().item()
         masks = prune(guide, args.threshold)

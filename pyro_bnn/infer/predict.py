@@ -130,6 +130,12 @@ def predict(
         whose distribution is ``Categorical`` (classification) or ``Normal`` (regression).
     :param guide: the trained guide.
     :param x: inputs, shape ``(N, ...)``.
+    :param num_samples: posterior samples ``S``.
+    :param batch_size: inputs per vectorized pass.  A pass holds every activation for
+        ``S * batch_size`` examples at once, so memory grows with both.  For convolutional
+        networks keep ``S * batch_size`` near 10,000: LeNet-5-Caffe with 100 samples peaked
+        at 13 GB with the default and at 2 GB with ``batch_size=100``, which was also faster.
+    :param site: the name of the likelihood's sample site.
     :returns: a :class:`ClassificationPrediction` or a :class:`RegressionPrediction`.
     """
     if not (isinstance(num_samples, int) and num_samples >= 1):
