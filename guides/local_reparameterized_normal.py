@@ -103,5 +103,9 @@ class LocalReparameterizedNormal(dist.Normal):
 def _kl_local_normal_improper_log_uniform(p, q) -> torch.Tensor:
     # The guide's own log sigma^2, when it gave one, saves a logarithm per weight.
     log_variance = 2 * p.scale.log() if p.log_variance is None else p.log_variance
-    batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return sparse_vd_kl_normal(p.loc, log_variance).expand(batch_shape)
+    kl = sparse_vd_kl_normal(p.loc, log_variance)
+    # The prior usually has the guide's shape already, and this runs for every layer on every
+    # step: torch.broadcast_shapes costs a thousand times the comparison.
+    if q.batch_shape != p.batch_shape:
+        kl = kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+    return kl

@@ -105,7 +105,13 @@ class _Container(PyroModule):
         module.register_parameter(leaf, nn.Parameter(value))
 
     def get(self, path: str) -> torch.Tensor:
-        return self.get_parameter(path)
+        # Walks the children directly and reads the leaf once: nn.Module.get_parameter reads it
+        # twice (hasattr, then getattr), and every read is a pyro.param statement.
+        module = self
+        *parents, leaf = path.split(".")
+        for name in parents:
+            module = module._modules[name]
+        return getattr(module, leaf)
 
 
 class AutoMeanFieldNormal(AutoGuide):

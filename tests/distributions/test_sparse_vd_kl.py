@@ -55,6 +55,12 @@ def test_registered_kl_uses_the_log_variance_when_given():
     expanded = LocalReparameterizedNormal(loc, scale, log_variance).expand((3, 5, 4))
     assert expanded.log_variance.shape == (3, 5, 4)
     assert kl_divergence(expanded, prior.expand((3, 5, 4))).shape == (3, 5, 4)
+    # A prior with a broader batch shape than the guide broadcasts the KL to it.
+    broadcast = kl_divergence(
+        LocalReparameterizedNormal(loc, scale, log_variance), prior.expand((3, 5, 4))
+    )
+    assert broadcast.shape == (3, 5, 4)
+    torch.testing.assert_close(broadcast, with_log_variance.expand(3, 5, 4))
 
 
 def test_local_normal_from_log_variance_alone():
