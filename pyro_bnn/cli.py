@@ -205,6 +205,7 @@ def train(args) -> dict:
     from pyro_bnn.guides import AutoMeanFieldNormal
     from pyro_bnn.infer import fit, predict
     from pyro_bnn.infer.checkpoint import atomic_save
+    from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS
     from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
 
     from . import plots
@@ -288,10 +289,9 @@ def train(args) -> dict:
         )
         result["train_seconds"] = time.perf_counter() - started
         result["history"] = [vars(record) for record in records]
-        # A vectorized pass holds the activations of num_samples x batch examples at once;
-        # convolutional feature maps are large, so keep that product near 10,000 for them.
+        # Convolutional feature maps are large: bound the examples of one vectorized pass.
         convolutional = any(isinstance(module, torch.nn.Conv2d) for module in net.modules())
-        batch = max(1, 10_000 // args.num_samples) if convolutional else 1000
+        batch = max(1, CONV_EXAMPLES_PER_PASS // args.num_samples) if convolutional else 1000
         prediction = predict(model, guide, x_test, num_samples=args.num_samples, batch_size=batch)
         probs = prediction.probs
         result["mean_mutual_information"] = prediction.mutual_information.mean().item()

@@ -6,13 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import pyro_bnn.infer
 from pyro_bnn.cli import main
-from pyro_bnn.data import write_idx
 from pyro_bnn.infer import predict
 from pyro_bnn.models import lenet_300_100
 
@@ -140,16 +138,12 @@ def test_pretraining_and_linear_schedule(tmp_path, capsys):
     assert [record["lr"] for record in metrics["history"]] == pytest.approx([0.004, 0.002])
 
 
-def test_convolutional_network_predicts_in_smaller_chunks(tmp_path, monkeypatch, capsys):
+def test_convolutional_network_predicts_in_smaller_chunks(
+    tmp_path, monkeypatch, capsys, write_mnist_files
+):
     # A vectorized predictive pass holds num_samples x batch feature maps; for LeNet-5-Caffe
     # the command keeps that product at 10,000 images instead of the default 1,000 inputs.
-    rng = np.random.default_rng(0)
-    root = tmp_path / "fashion-mnist"
-    root.mkdir()
-    for prefix, count in (("train", 32), ("t10k", 250)):
-        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count, dtype=np.uint8) % 10)
+    root = write_mnist_files(tmp_path / "fashion-mnist", num_images=250)
     batch_sizes = []
 
     def recording_predict(*args, **kwargs):
@@ -158,8 +152,8 @@ def test_convolutional_network_predicts_in_smaller_chunks(tmp_path, monkeypatch,
 
     monkeypatch.setattr(pyro_bnn.infer, "predict", recording_predict)
     arguments = ["train", "--arch", "lenet-5-caffe", "--data", "fashion-mnist", "--data-root",
-                 root, "--epochs", "1", "--batch-size", "16", "--num-samples", "50", "--quiet",
-                 "--output", tmp_path / "run"]  # fmt: skip
+                 root, "--epochs", "1", "--train-subset", "32", "--batch-size", "16",
+                 "--num-samples", "50", "--quiet", "--output", tmp_path / "run"]  # fmt: skip
     assert main(arguments) == 0, capsys.readouterr().err
     assert batch_sizes[0] == 200
 

@@ -2,33 +2,7 @@ import builtins
 import sys
 import types
 
-import numpy as np
 import pytest
-
-from pyro_bnn.data import write_idx
-
-
-@pytest.fixture
-def write_mnist_files():
-    """
-    A function writing a small copy of the MNIST layout: both splits, ``num_images`` random
-    28x28 images each, labels cycling through 0..9 unless given.
-    """
-
-    def write(directory, num_images=12, gz=True, train_labels=None):
-        directory.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        suffix = ".gz" if gz else ""
-        for prefix in ("train", "t10k"):
-            images = rng.integers(0, 256, size=(num_images, 28, 28), dtype=np.uint8)
-            labels = np.arange(num_images, dtype=np.uint8) % 10
-            if prefix == "train" and train_labels is not None:
-                labels = np.asarray(train_labels, dtype=np.uint8)
-            write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", images)
-            write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
-        return directory
-
-    return write
 
 
 @pytest.fixture
