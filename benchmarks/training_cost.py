@@ -1,9 +1,13 @@
 """Training cost: an SVI epoch of sparse variational dropout vs. a plain PyTorch epoch.
 
 Same network (LeNet-300-100), batch size, data (Fashion-MNIST, or digits upsampled when it is not
-installed) and optimizer (Adam).  Epochs of the two are interleaved, so both see the same machine
-load, and the ratio of the medians is reported.  Then one SVI step is split into its phases
-(guide, model, KL and likelihood, backward, optimizer) to show where the time goes.
+installed) and optimizer (Adam).  A third kind of epoch runs the same sparse-VD estimator written by
+hand in eager PyTorch, without Pyro (the same ``sampled_linear`` and fused KL that the guide uses):
+it is the floor of what the method costs, so ``svi / eager`` is what Pyro's tracing and the
+library's checks add and ``eager / plain`` what the method itself costs.  Epochs of the three are
+interleaved, so all see the same machine load, and ratios of the medians are reported.  Then one
+SVI step is split into its phases (guide, model, KL and likelihood, backward, optimizer) to show
+where the time goes.
 
     python benchmarks/training_cost.py --epochs 3 --threads 2 --batch-size 128 512
 
@@ -25,13 +29,16 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
+from torch import nn
 from torch.utils.data import DataLoader
 
 from pyro_bnn.data import load_dataset
+from pyro_bnn.distributions.kl import sparse_vd_kl_normal
 from pyro_bnn.guides import AutoMeanFieldNormal
 from pyro_bnn.infer import TraceKL_ELBO, fit
 from pyro_bnn.infer.fit import default_optimizer
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet_300_100
+from pyro_bnn.ops import sampled_linear
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,6 +48,47 @@ def plain_epoch(net, optimizer, loader) -> float:
     for x, y in loader:
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+class EagerSparseVD(nn.Module):
+    """Sparse variational dropout on a ``Sequential`` of linear layers, written without Pyro.
+
+    Each ``nn.Linear`` gets a mean (its own initialization) and a log-variance (-9, the guide's
+    default); its output is sampled with :func:`~pyro_bnn.ops.sampled_linear` and its KL to the
+    log-uniform prior is :func:`~pyro_bnn.distributions.kl.sparse_vd_kl_normal`, exactly what
+    the guide and ``TraceKL_ELBO`` compute.  Biases stay deterministic, as in the model.
+    """
+
+    def __init__(self, net: nn.Sequential):
+        super().__init__()
+        self.net = net
+        self.means = nn.ParameterDict()
+        self.log_variances = nn.ParameterDict()
+        for name, module in net.named_children():
+            if isinstance(module, nn.Linear):
+                self.means[name] = nn.Parameter(module.weight.detach().clone())
+                self.log_variances[name] = nn.Parameter(torch.full_like(module.weight, -9.0))
+                del module.weight  # the layer's weight lives in the two parameters above
+
+    def negative_elbo(self, x, y, num_data: int) -> torch.Tensor:
+        h, kl = x, 0.0
+        for name, module in self.net.named_children():
+            if name in self.means:
+                mean, log_variance = self.means[name], self.log_variances[name]
+                h = sampled_linear(h, mean, log_variance.exp(), module.bias)
+                kl = kl + sparse_vd_kl_normal(mean, log_variance).sum()
+            else:
+                h = module(h)
+        return F.cross_entropy(h, y, reduction="sum") * (num_data / len(y)) + kl
+
+
+def eager_epoch(bnn: EagerSparseVD, optimizer, loader) -> float:
+    started = time.perf_counter()
+    for x, y in loader:
+        optimizer.zero_grad(set_to_none=True)
+        bnn.negative_elbo(x, y, len(loader.dataset)).backward()
         optimizer.step()
     return time.perf_counter() - started
 
@@ -81,6 +129,8 @@ def compare(splits, batch_size: int, epochs: int, adam) -> dict:
     in_features = int(torch.tensor(splits.input_shape).prod())
     net = lenet_300_100(in_features, 10)
     plain_optimizer = adam(net.parameters())
+    eager = EagerSparseVD(lenet_300_100(in_features, 10))
+    eager_optimizer = adam(eager.parameters())
     model = BayesianNetwork(
         lenet_300_100(in_features, 10),
         CategoricalLikelihood(len(splits.train), 10),
@@ -92,18 +142,24 @@ def compare(splits, batch_size: int, epochs: int, adam) -> dict:
     svi_optimizer = adam(list(model.parameters()) + list(guide.parameters()))
 
     plain_epoch(net, plain_optimizer, loader)  # warm-up
-    plain_times, svi_times = [], []
+    eager_epoch(eager, eager_optimizer, loader)
+    plain_times, eager_times, svi_times = [], [], []
     for _ in range(epochs):
         plain_times.append(plain_epoch(net, plain_optimizer, loader))
+        eager_times.append(eager_epoch(eager, eager_optimizer, loader))
         record = fit(model, guide, loader, epochs=1, optimizer=svi_optimizer, progress=False)[0]
         svi_times.append(record.seconds)
+    plain, svi = statistics.median(plain_times), statistics.median(svi_times)
     return {
         "batch_size": batch_size,
         "steps_per_epoch": len(loader),
         "plain_epoch_seconds": plain_times,
+        "eager_epoch_seconds": eager_times,
         "svi_epoch_seconds": svi_times,
-        "ratio_svi_over_plain": statistics.median(svi_times) / statistics.median(plain_times),
-        "plain_step_ms": 1000 * statistics.median(plain_times) / len(loader),
+        "ratio_svi_over_plain": svi / plain,
+        "ratio_eager_over_plain": statistics.median(eager_times) / plain,
+        "ratio_svi_over_eager": svi / statistics.median(eager_times),
+        "plain_step_ms": 1000 * plain / len(loader),
         "svi_step_phases_ms": phases(model, guide, svi_optimizer, loader, steps=50),
     }
 
@@ -114,7 +170,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[128])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--unfused-adam", action="store_true", help="plain torch.optim.Adam for both"
+        "--unfused-adam", action="store_true", help="plain torch.optim.Adam for all"
     )
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
@@ -123,7 +179,7 @@ def main() -> None:
                           else "digits")  # fmt: skip
 
     def adam(parameters):
-        # Both sides get the optimizer pyro_bnn.fit uses by default (fused Adam).
+        # Every side gets the optimizer pyro_bnn.fit uses by default (fused Adam).
         if options.unfused_adam:
             return torch.optim.Adam(parameters, lr=1e-3)
         return default_optimizer(parameters, lr=1e-3)
