@@ -13,6 +13,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyro_bnn.distributions import ImproperLogUniform
+from pyro_bnn.util import all_finite
 
 #: Layers whose ``weight`` becomes random under the default selection.
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -164,7 +165,7 @@ class BayesianNetwork(PyroModule):
                 f"each input must have shape {self.input_shape}, got a batch of shape "
                 f"{tuple(x.shape)}"
             )
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise ValueError("the inputs contain NaN or infinite values")
 
     def check_targets(self, y: torch.Tensor) -> None:

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
+from pyro_bnn.util import all_finite
+
 #: Name of the observation site of every likelihood.
 OBSERVATION_SITE = "obs"
 
 
 def _check_finite(name: str, value: torch.Tensor) -> None:
-    if not torch.isfinite(value).all():
+    if not all_finite(value):
         bad = (~torch.isfinite(value)).sum().item()
         raise ValueError(f"{name} contain {bad} NaN or infinite value(s)")
 
@@ -81,8 +83,11 @@ class CategoricalLikelihood(_Likelihood):
         if target is not None:
             self.check_targets(target)
             _check_batch(logits, target)
+        # The targets were checked above; validating them again inside log_prob costs more
+        # than the log-likelihood itself.
+        fn = dist.Categorical(logits=logits, validate_args=False)
         with self._plate(logits.shape[-2], logits.device):
-            pyro.sample(OBSERVATION_SITE, dist.Categorical(logits=logits), obs=target)
+            pyro.sample(OBSERVATION_SITE, fn, obs=target)
         return logits
 
 

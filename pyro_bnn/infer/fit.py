@@ -15,6 +15,8 @@ from pyro.infer import ELBO
 from torch import nn
 from tqdm import tqdm
 
+from pyro_bnn.util import all_finite
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
 from .trace_kl_elbo import TraceKL_ELBO
@@ -70,7 +72,7 @@ def check_batch(model: Callable, args: tuple) -> None:
             check_inputs(value)
         elif position == 1 and check_targets is not None:
             check_targets(value)
-        elif value.is_floating_point() and not torch.isfinite(value).all():
+        elif not all_finite(value):
             name = "inputs" if position == 0 else "targets" if position == 1 else f"arg {position}"
             raise ValueError(f"the {name} contain NaN or infinite values")
 
