@@ -149,7 +149,7 @@ def compare(splits, batch_size: int, epochs: int, adam) -> dict:
         eager_times.append(eager_epoch(eager, eager_optimizer, loader))
         record = fit(model, guide, loader, epochs=1, optimizer=svi_optimizer, progress=False)[0]
         svi_times.append(record.seconds)
-    plain, svi = statistics.median(plain_times), statistics.median(svi_times)
+    plain, floor, svi = (statistics.median(t) for t in (plain_times, eager_times, svi_times))
     return {
         "batch_size": batch_size,
         "steps_per_epoch": len(loader),
@@ -157,8 +157,8 @@ def compare(splits, batch_size: int, epochs: int, adam) -> dict:
         "eager_epoch_seconds": eager_times,
         "svi_epoch_seconds": svi_times,
         "ratio_svi_over_plain": svi / plain,
-        "ratio_eager_over_plain": statistics.median(eager_times) / plain,
-        "ratio_svi_over_eager": svi / statistics.median(eager_times),
+        "ratio_eager_over_plain": floor / plain,
+        "ratio_svi_over_eager": svi / floor,
         "plain_step_ms": 1000 * plain / len(loader),
         "svi_step_phases_ms": phases(model, guide, svi_optimizer, loader, steps=50),
     }

@@ -12,7 +12,7 @@ from torch.distributions import Distribution, register_kl
 from torch.distributions.utils import broadcast_all, lazy_property
 
 from pyro_bnn.distributions import ImproperLogUniform
-from pyro_bnn.distributions.kl import sparse_vd_kl_normal
+from pyro_bnn.distributions.kl import expand_to_pair, sparse_vd_kl_normal
 from pyro_bnn.ops import GaussianWeight
 
 _ENABLED = contextvars.ContextVar("pyro_bnn_local_reparameterization", default=True)
@@ -103,9 +103,4 @@ class LocalReparameterizedNormal(dist.Normal):
 def _kl_local_normal_improper_log_uniform(p, q) -> torch.Tensor:
     # The guide's own log sigma^2, when it gave one, saves a logarithm per weight.
     log_variance = 2 * p.scale.log() if p.log_variance is None else p.log_variance
-    kl = sparse_vd_kl_normal(p.loc, log_variance)
-    # The prior usually has the guide's shape already, and this runs for every layer on every
-    # step: torch.broadcast_shapes costs a thousand times the comparison.
-    if q.batch_shape != p.batch_shape:
-        kl = kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
-    return kl
+    return expand_to_pair(sparse_vd_kl_normal(p.loc, log_variance), p, q)

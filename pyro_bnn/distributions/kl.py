@@ -129,10 +129,21 @@ def sparse_vd_kl_normal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.
     return _SparseVDKL.apply(loc, log_variance)
 
 
+def expand_to_pair(kl: torch.Tensor, p, q) -> torch.Tensor:
+    """``kl`` (computed with ``p``'s batch shape) expanded to the batch shape of the pair.
+
+    The prior usually has the guide's shape already, and sparse-VD KLs run for every layer on
+    every step: ``torch.broadcast_shapes`` costs a thousand times the comparison, so it is only
+    called when the shapes differ.
+    """
+    if q.batch_shape == p.batch_shape:
+        return kl
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+
+
 @register_kl(Normal, ImproperLogUniform)
 def _kl_normal_improper_log_uniform(p: Normal, q: ImproperLogUniform) -> torch.Tensor:
-    batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return sparse_vd_kl_normal(p.loc, 2 * p.scale.log()).expand(batch_shape)
+    return expand_to_pair(sparse_vd_kl_normal(p.loc, 2 * p.scale.log()), p, q)
 
 
 @register_kl(LogNormal, Gamma)
