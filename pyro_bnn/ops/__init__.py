@@ -1,11 +1,38 @@
-"""The hot path: layers whose pre-activations are sampled from their exact Gaussian marginal.
+"""The hot path: layers whose pre-activations are sampled from their exact marginal.
 
-:func:`sampled_linear` and :func:`sampled_conv2d` are the single implementation every locally
-reparameterized layer goes through; :class:`GaussianWeight` routes a model's ordinary
-``F.linear`` / ``F.conv2d`` calls to them.
+:func:`sampled_linear`, :func:`sampled_conv` and their matrix-normal siblings are the single
+implementation every locally reparameterized layer goes through.  The weight protocol
+(:class:`StochasticWeight` and its kinds :class:`GaussianWeight`, :class:`ScaledWeight`,
+:class:`MatrixNormalWeight`) routes a model's ordinary ``F.linear`` / ``F.conv{1,2,3}d`` calls
+to them; :func:`batched_linear` and :func:`batched_conv` accept weights with sample dimensions.
 """
 
+from .batched import batched_conv, batched_linear
 from .gaussian_weight import GaussianWeight
-from .sampled_linear import sampled_conv2d, sampled_linear
+from .matrix_normal_weight import MatrixNormalWeight
+from .sampled_linear import (
+    matrix_normal_conv,
+    matrix_normal_linear,
+    sampled_conv,
+    sampled_conv2d,
+    sampled_linear,
+)
+from .scaled_weight import ScaledWeight
+from .stochastic_weight import StochasticWeight, find_handler, materialize, register_handler
 
-__all__ = ["GaussianWeight", "sampled_conv2d", "sampled_linear"]
+__all__ = [
+    "GaussianWeight",
+    "MatrixNormalWeight",
+    "ScaledWeight",
+    "StochasticWeight",
+    "batched_conv",
+    "batched_linear",
+    "find_handler",
+    "materialize",
+    "matrix_normal_conv",
+    "matrix_normal_linear",
+    "register_handler",
+    "sampled_conv",
+    "sampled_conv2d",
+    "sampled_linear",
+]

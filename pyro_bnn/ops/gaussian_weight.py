@@ -1,53 +1,36 @@
-"""A weight sample that remembers it came from a factorized Gaussian.
-
-:class:`GaussianWeight` is how local reparameterization stays transparent to the user's model.
-A guide returns one at a weight's sample site; the model's layer then calls ``F.linear`` or
-``F.conv2d`` with it as usual, and ``__torch_function__`` routes the call to
-:func:`~pyro_bnn.ops.sampled_linear` / :func:`~pyro_bnn.ops.sampled_conv2d`, which sample the
-pre-activation from its exact Gaussian marginal.  Any other use of the weight (a prior's
-``log_prob``, a penalty, printing) materializes one ordinary reparameterized sample
-``loc + scale * eps``, drawn once and reused, so every other computation stays correct, only
-noisier.  Results of all operations are plain tensors: nothing outside the layer call ever sees
-the subclass, and nothing global is patched.
-"""
+"""A factorized Gaussian weight: the case of mean-field guides (sparse variational dropout)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_map
 
-from .sampled_linear import _standard_deviation, sampled_conv2d, sampled_linear
-
-# Functions that read only a tensor's metadata: answered from the subclass's own storage (a view
-# of the mean, which has the right shape, dtype and device) without drawing a sample.
-_METADATA = {
-    torch.Tensor.size,
-    torch.Tensor.dim,
-    torch.Tensor.numel,
-    torch.Tensor.__len__,
-    torch.Tensor.is_floating_point,
-    torch.Tensor.is_complex,
-    torch.Tensor.shape.__get__,
-    torch.Tensor.ndim.__get__,
-    torch.Tensor.dtype.__get__,
-    torch.Tensor.device.__get__,
-    torch.Tensor.layout.__get__,
-    torch.Tensor.is_cuda.__get__,
-}
+from .batched import batched_conv, batched_linear
+from .sampled_linear import _standard_deviation, sampled_conv, sampled_linear
+from .stochastic_weight import (
+    StochasticWeight,
+    materialize,
+    register_conv_handler,
+    register_handler,
+)
 
 
-class GaussianWeight(torch.Tensor):
-    """A lazily sampled ``w ~ Normal(loc, scale)`` that sends layers to local reparameterization.
+class GaussianWeight(StochasticWeight):
+    """A lazily sampled ``w ~ Normal(loc, scale)`` with independent entries.
 
-    :param loc: the mean, any shape.
+    ``F.linear`` and ``F.conv{1,2,3}d`` sample the pre-activation from its exact Gaussian
+    marginal (:func:`~pyro_bnn.ops.sampled_linear`, :func:`~pyro_bnn.ops.sampled_conv`).  The
+    product with a tensor ``t`` of scales that broadcasts to the weight's shape is again a
+    ``GaussianWeight``, ``N(loc * t, variance * t**2)``, so a non-centred prior's
+    ``standardized * scale`` keeps local reparameterization (unless the weight's one sample
+    was already drawn, which the product then uses).
+
+    :param loc: the mean, any shape (a layer's weight layout, optionally with leading sample
+        dimensions).
     :param scale: the standard deviation, same shape as ``loc``.
     :param variance: the variance instead of the standard deviation (give one of the two).  The
         layers need only the variance, so a guide that has it (``exp`` of its log-variance)
         saves a square root and a square per weight and step.
-
-    The tensor's own storage is a detached view of ``loc`` and is only used for its metadata
-    (shape, dtype, device); every value-reading operation goes through :meth:`rsample`.
     """
 
     @staticmethod
@@ -65,11 +48,10 @@ class GaussianWeight(torch.Tensor):
             raise ValueError(
                 f"loc {tuple(loc.shape)} and {name} {tuple(spread.shape)} must have the same shape"
             )
-        weight = loc.detach().as_subclass(cls)
+        weight = StochasticWeight.__new__(cls, loc)
         weight._loc = loc
         weight._scale = scale
         weight._variance = variance
-        weight._sample = None
         return weight
 
     @property
@@ -88,66 +70,74 @@ class GaussianWeight(torch.Tensor):
             self._variance = self._scale.square()
         return self._variance
 
-    def rsample(self) -> torch.Tensor:
-        """The one reparameterized weight sample ``loc + scale * eps`` (a plain tensor)."""
-        if self._sample is None:
-            self._sample = torch.addcmul(self._loc, self.scale, torch.randn_like(self._loc))
-        return self._sample
-
-    def __repr__(self) -> str:
-        return f"GaussianWeight(shape={tuple(self._loc.shape)}, dtype={self._loc.dtype})"
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _METADATA:
-            with torch._C.DisableTorchFunctionSubclass():
-                return func(*args, **kwargs)
-        if func is F.linear:
-            out = _linear(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        elif func is F.conv2d:
-            out = _conv2d(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        args, kwargs = tree_map(_materialize, (args, kwargs))
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
+    def _draw(self) -> torch.Tensor:
+        return torch.addcmul(self._loc, self.scale, torch.randn_like(self._loc))
 
 
-def _materialize(value):
-    return value.rsample() if isinstance(value, GaussianWeight) else value
-
-
-def _split(parameter) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(mean, variance) of a weight or bias that may or may not be Gaussian."""
+def moments(parameter) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mean, variance) of a weight or bias that may be Gaussian (variance ``None`` if not);
+    any other stochastic weight contributes one sample."""
     if isinstance(parameter, GaussianWeight):
         return parameter.loc, parameter.variance
-    return parameter, None
+    return materialize(parameter), None
 
 
+def bias_noise(mean: torch.Tensor, bias_var: torch.Tensor | None, spatial: int = 0):
+    """``mean`` plus one independent draw of a Gaussian bias per output (no-op without one)."""
+    if bias_var is None:
+        return mean
+    std = _standard_deviation(bias_var).reshape(*bias_var.shape, *(1,) * spatial)
+    if bias_var.dim() > 1:  # sample dimensions: (*sample, out) against (*sample, B, out, ...)
+        std = std.unsqueeze(-spatial - 2)
+    return mean + std * torch.randn_like(mean)
+
+
+@register_handler(GaussianWeight, F.linear)
 def _linear(input, weight, bias=None):
-    weight_mean, weight_var = _split(weight)
-    if isinstance(input, GaussianWeight) or weight_mean.dim() != 2:
+    if isinstance(input, StochasticWeight):
         return NotImplemented
-    bias_mean, bias_var = _split(bias)
+    weight_mean, weight_var = moments(weight)
+    bias_mean, bias_var = moments(bias)
     if weight_var is None:
         # Only the bias is random: one independent bias draw per example.
-        mean = F.linear(input, weight_mean, bias_mean)
-        return mean + _standard_deviation(bias_var) * torch.randn_like(mean)
+        return bias_noise(batched_linear(input, weight_mean, bias_mean), bias_var)
     return sampled_linear(input, weight_mean, weight_var, bias_mean, bias_var)
 
 
-def _conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    if isinstance(input, GaussianWeight) or isinstance(padding, str):
-        # String padding ("same") is rare for Bayesian layers; fall back to a weight sample.
+@register_conv_handler(GaussianWeight)
+def _conv(spatial, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if isinstance(input, StochasticWeight):
         return NotImplemented
-    bias_mean, bias_var = _split(bias)
-    weight_mean, weight_var = _split(weight)
+    weight_mean, weight_var = moments(weight)
+    bias_mean, bias_var = moments(bias)
+    args = (stride, padding, dilation, groups)
     if weight_var is None:
-        mean = F.conv2d(input, weight_mean, bias_mean, stride, padding, dilation, groups)
-        return mean + _standard_deviation(bias_var)[:, None, None] * torch.randn_like(mean)
-    return sampled_conv2d(
-        input, weight_mean, weight_var, bias_mean, bias_var, stride, padding, dilation, groups
-    )
+        mean = batched_conv(input, weight_mean, bias_mean, *args, spatial=spatial)
+        return bias_noise(mean, bias_var, spatial)
+    return sampled_conv(input, weight_mean, weight_var, bias_mean, bias_var, *args, spatial=spatial)
+
+
+@register_handler(GaussianWeight, torch.mul, torch.Tensor.mul, torch.Tensor.__mul__)
+def _mul(input, other):
+    return _scaled(input, other)
+
+
+@register_handler(GaussianWeight, torch.Tensor.__rmul__)
+def _rmul(input, other):
+    return _scaled(input, other)
+
+
+def _scaled(first, second):
+    weight, scale = (first, second) if isinstance(first, GaussianWeight) else (second, first)
+    if weight._sample is not None:
+        # Something already used this weight's sample: the product must use the same draw.
+        return NotImplemented
+    if isinstance(scale, (int, float)):
+        scale = torch.as_tensor(scale, dtype=weight.dtype, device=weight.device)
+    if not torch.is_tensor(scale) or isinstance(scale, StochasticWeight):
+        return NotImplemented
+    # Only a scale that keeps the weight's shape: a broadcast to new dimensions would turn one
+    # shared weight sample into independent ones.
+    if torch.broadcast_shapes(weight.shape, scale.shape) != weight.shape:
+        return NotImplemented
+    return GaussianWeight(weight.loc * scale, variance=weight.variance * scale.square())

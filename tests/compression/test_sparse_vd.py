@@ -47,10 +47,10 @@ def problem():
     log_alpha = {"fc1": FC1_LOG_ALPHA, "fc2": FC2_LOG_ALPHA}
     with torch.no_grad():
         for layer in ("fc1", "fc2"):
-            guide.locs.net.get_submodule(layer).weight.copy_(locs[layer])
+            guide.params.net.get_submodule(layer).weight.loc.copy_(locs[layer])
             # log alpha = log sigma^2 - log mu^2
             log_variance = log_alpha[layer] + locs[layer].square().log()
-            guide.log_variances.net.get_submodule(layer).weight.copy_(log_variance)
+            guide.params.net.get_submodule(layer).weight.log_variance.copy_(log_variance)
     return net, model, guide, locs
 
 

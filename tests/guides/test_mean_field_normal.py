@@ -107,7 +107,10 @@ def test_svi(elbo, subsample_size):
     assert isinstance(site["value"], GaussianWeight)
 
     initial = {name: value.detach().clone() for name, value in guide.named_parameters()}
-    assert set(initial) == {"locs.fc.weight", "log_variances.fc.weight"}
+    assert set(initial) == {
+        "params.fc.weight.loc_unconstrained",
+        "params.fc.weight.log_variance_unconstrained",
+    }
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), ELBOS[elbo]())
     losses = [svi.step(x, y) for _ in range(5)]
     assert all(math.isfinite(loss) for loss in losses)
@@ -130,7 +133,7 @@ def test_positive_site_is_log_normal():
     # The median of the log-normal is exp(loc): the feasible starting point 1.
     median = guide.median()
     torch.testing.assert_close(median["noise"], torch.tensor(1.0))
-    torch.testing.assert_close(median["fc1.weight"], guide.locs.fc1.weight.detach())
+    torch.testing.assert_close(median["fc1.weight"], guide.params.fc1.weight.loc.detach())
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), TraceKL_ELBO())
     assert all(math.isfinite(svi.step(x, y)) for _ in range(3))
 
@@ -187,8 +190,8 @@ def test_conjugate_linear_regression():
     for step in range(num_steps):
         svi.step(x, y)
         if step >= num_steps - num_averaged:
-            locs.append(guide.locs.fc.weight.detach().clone())
-            log_variances.append(guide.log_variances.fc.weight.detach().clone())
+            locs.append(guide.params.fc.weight.loc.detach().clone())
+            log_variances.append(guide.params.fc.weight.log_variance.detach().clone())
     loc = torch.stack(locs).mean(0).squeeze(0)
     variance = torch.stack(log_variances).mean(0).exp().squeeze(0)
 
@@ -214,8 +217,8 @@ def test_default_init():
     guide(torch.randn(3, in_features), torch.randn(3))
 
     bound = 1 / math.sqrt(in_features)
-    weight = guide.locs.fc1.weight.detach()
-    bias = guide.locs.fc1.bias.detach()
+    weight = guide.params.fc1.weight.loc.detach()
+    bias = guide.params.fc1.bias.loc.detach()
     n = weight.numel()
     assert weight.abs().max() <= bound and weight.abs().max() > 0.99 * bound
     # U(-b, b): mean 0, variance b^2 / 3, and Var(w^2) = 4 b^4 / 45.
@@ -224,15 +227,16 @@ def test_default_init():
     assert (weight.square().mean() - bound**2 / 3).abs() < NUM_SE * variance_se
     assert bias.abs().max() <= bound and bias.std() > 0
     # Both layers: the bias uses its weight's fan-in.
-    assert guide.locs.fc2.weight.detach().abs().max() <= 1 / math.sqrt(hidden)
-    assert guide.locs.fc2.bias.detach().abs().max() <= 1 / math.sqrt(hidden)
+    assert guide.params.fc2.weight.loc.detach().abs().max() <= 1 / math.sqrt(hidden)
+    assert guide.params.fc2.bias.loc.detach().abs().max() <= 1 / math.sqrt(hidden)
 
-    for name, value in guide.log_variances.named_parameters():
-        assert (value == -7.0).all(), name
-    for name, value in guide.locs.named_parameters():
+    for name, value in guide.params.named_parameters():
+        if name.endswith("log_variance_unconstrained"):
+            assert (value == -7.0).all(), name
+    for name, value in guide.params.named_parameters():
         assert type(value) is nn.Parameter and value.requires_grad, name
     # The positive site starts at the feasible point 1.
-    assert guide.locs.noise.item() == 0.0
+    assert guide.params.noise.loc.item() == 0.0
 
 
 @pytest.mark.parametrize("as_module", [True, False])
@@ -247,12 +251,12 @@ def test_pretrained(as_module):
     source = pretrained if as_module else pretrained.state_dict()
     guide = AutoMeanFieldNormal(model, pretrained=source)
     guide(torch.randn(2, 4), torch.randn(2))
-    assert torch.equal(guide.locs.fc1.weight.detach(), pretrained.fc1.weight.detach())
-    assert torch.equal(guide.locs.fc1.bias.detach(), pretrained.fc1.bias.detach())
+    assert torch.equal(guide.params.fc1.weight.loc.detach(), pretrained.fc1.weight.detach())
+    assert torch.equal(guide.params.fc1.bias.loc.detach(), pretrained.fc1.bias.detach())
     # A copy: training the guide does not write into the pretrained network.
-    assert guide.locs.fc1.weight.data_ptr() != pretrained.fc1.weight.data_ptr()
+    assert guide.params.fc1.weight.loc.data_ptr() != pretrained.fc1.weight.data_ptr()
     # Sites the pretrained network lacks use the default.
-    fc2 = guide.locs.fc2.weight.detach()
+    fc2 = guide.params.fc2.weight.loc.detach()
     assert fc2.abs().max() <= 1 / math.sqrt(3) and fc2.std() > 0
 
 
@@ -263,11 +267,11 @@ def test_init_loc_fn():
         model, pretrained=pretrained, init_loc_fn=lambda site: torch.full_like(site["value"], 0.25)
     )
     guide(torch.randn(2, 4), torch.randn(2))
-    assert (guide.locs.fc1.weight == 1).all()
-    assert (guide.locs.fc1.bias == 0.25).all()
-    assert (guide.locs.fc2.weight == 0.25).all()
+    assert (guide.params.fc1.weight.loc == 1).all()
+    assert (guide.params.fc1.bias.loc == 0.25).all()
+    assert (guide.params.fc2.weight.loc == 0.25).all()
     # Positive sites are stored unconstrained: log(0.25).
-    torch.testing.assert_close(guide.locs.noise.detach(), torch.tensor(math.log(0.25)))
+    torch.testing.assert_close(guide.params.noise.loc.detach(), torch.tensor(math.log(0.25)))
 
 
 def test_max_scale():
@@ -283,16 +287,20 @@ def test_max_scale():
     torch.testing.assert_close(scale, torch.full_like(scale, 0.1))
 
     # Per prefix: a module name covers all its sites, a site name only itself.
+    pyro.clear_param_store()
     caps = {"fc1": 0.1, "fc2.weight": 0.5}
     guide = AutoMeanFieldNormal(TwoLayers(4, 3), init_log_variance=0.0, max_scale=caps)
     guide(x, y)
     expected = {"fc1.weight": 0.1, "fc1.bias": 0.1, "fc2.weight": 0.5, "fc2.bias": 1.0}
     for name, scale in expected.items():
         torch.testing.assert_close(
-            guide.get_posterior(name).scale, torch.full_like(guide.locs.get(name), scale)
+            guide.get_posterior(name).scale,
+            torch.full_like(guide.params.get_submodule(name).loc, scale),
         )
 
-    # A cap only ever lowers the scale.
+    # A cap only ever lowers the scale.  (A new guide for the same site names continues from
+    # what Pyro's parameter store holds, as Pyro's own autoguides do: start afresh.)
+    pyro.clear_param_store()
     guide = AutoMeanFieldNormal(TwoLayers(4, 3), init_log_variance=-9.0, max_scale=0.1)
     guide(x, y)
     torch.testing.assert_close(
@@ -306,8 +314,8 @@ def test_log_alpha():
     guide(torch.randn(2, 4), torch.randn(2))
     loc = torch.tensor([[0.0, 1e-3, 0.1, 1.0], [-2.0, 10.0, 1e3, -1e-6], [0.5, -0.5, 3.0, 1e-2]])
     log_variance = torch.tensor([[-4.0, -9.0, -2.0, 0.0], [1.0, -9.0, -3.0, -20.0], [-1.0] * 4])
-    guide.locs.fc1.weight.data.copy_(loc)
-    guide.log_variances.fc1.weight.data.copy_(log_variance)
+    guide.params.fc1.weight.loc.data.copy_(loc)
+    guide.params.fc1.weight.log_variance.data.copy_(log_variance)
 
     log_alpha = guide.log_alpha()
     assert set(log_alpha) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}

@@ -1,0 +1,99 @@
+"""The protocol of a variational family for one sample site, and the registry of families.
+
+A per-site autoguide (:class:`~pyro_bnn.guides.AutoSiteGuide`) asks each site's family for its
+parameters once, when it first sees the model, and for the site's distribution on every call.
+The distribution is exposed at the model's own site, so KL divergences registered for the
+(family, prior) pair apply, and its sample may be a
+:class:`~pyro_bnn.ops.StochasticWeight` that the layers can see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import Transform, constraints
+
+
+@dataclass
+class Site:
+    """What a family needs to know about a latent site of the model.
+
+    :ivar name: the site's name (``"net.fc1.weight"``).
+    :ivar prior: the model's distribution at the site, with ``Independent`` and masking
+        wrappers removed (so ``isinstance(site.prior, HardConcrete)`` works).
+    :ivar support: the site's support (without the event reinterpretation).
+    :ivar shape: the shape of one value (batch and event dimensions of the prior).
+    :ivar event_dim: the prior's number of event dimensions.
+    :ivar transform: the elementwise bijection from the reals onto the support, or ``None``
+        where none exists (a simplex, a correlation matrix).
+    :ivar max_scale: a cap on the standard deviation that the guide was asked to apply here.
+    """
+
+    name: str
+    prior: dist.Distribution
+    support: constraints.Constraint
+    shape: torch.Size
+    event_dim: int
+    transform: Transform | None
+    max_scale: float | None = None
+
+
+class GuideFamily:
+    """A variational family for one site; subclasses are registered under :attr:`name`.
+
+    Parameters live on a per-site ``PyroModule`` created by the guide (so they are
+    ``pyro.param`` statements, the guide's ``nn.Parameter`` s and entries of Pyro's parameter
+    store at once).
+    """
+
+    #: The name users select the family by (``families={"net.*.weight": "normal"}``).
+    name: str = ""
+
+    def unsupported(self, site: Site) -> str | None:
+        """Why the family cannot represent ``site``'s support, or ``None`` if it can."""
+        return None
+
+    def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
+        """The family's parameters for ``site``, starting from ``init``, an initial value of
+        the site (in its support, shape :attr:`Site.shape`)."""
+        raise NotImplementedError
+
+    def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
+        """The variational distribution of ``site``, batch shape :attr:`Site.shape`, no event
+        dimensions (the guide reinterprets them); ``params`` holds the family's parameters as
+        attributes."""
+        raise NotImplementedError
+
+    def median(self, site: Site, params: PyroModule) -> torch.Tensor:
+        """A point estimate of the site: the posterior median where the family has one."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+#: Family name -> class; a family class registers itself by subclassing with a name.
+FAMILIES: dict[str, type[GuideFamily]] = {}
+
+
+def register_family(cls: type[GuideFamily]) -> type[GuideFamily]:
+    """Class decorator: make ``cls`` selectable by its :attr:`~GuideFamily.name`."""
+    if not cls.name or cls.name in FAMILIES:
+        raise ValueError(f"a guide family needs a new, non-empty name; got {cls.name!r}")
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def as_family(value) -> GuideFamily:
+    """A family instance from an instance or a registered name."""
+    if isinstance(value, GuideFamily):
+        return value
+    if isinstance(value, str) and value in FAMILIES:
+        return FAMILIES[value]()
+    raise ValueError(
+        f"unknown guide family {value!r}; use a GuideFamily instance or one of "
+        f"{', '.join(map(repr, sorted(FAMILIES)))}"
+    )

@@ -1,0 +1,64 @@
+"""The hard-concrete family for gates in [0, 1] (L0 regularization, Louizos et al. 2018)."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import constraints
+
+from pyro_bnn.distributions import HardConcrete
+
+from .family import GuideFamily, Site, register_family
+
+#: Initial log alpha: the gates start open, P(z > 0) = sigmoid(log alpha - beta log(-l / r))
+#: = 0.99 with the default temperature and stretch.
+DEFAULT_INIT_LOG_ALPHA = 3.0
+
+
+def _is_unit_interval(support: constraints.Constraint) -> bool:
+    return (
+        isinstance(support, constraints.interval)
+        and float(support.lower_bound) == 0.0
+        and float(support.upper_bound) == 1.0
+    )
+
+
+@register_family
+class HardConcreteFamily(GuideFamily):
+    """``q(z) = HardConcrete(log_alpha, beta, l, r)`` per gate, with a learned ``log_alpha``.
+
+    The temperature and the stretch interval are the prior's when the prior is a
+    :class:`~pyro_bnn.distributions.HardConcrete` (so the registered KL between the two
+    applies), else the seeds' defaults (2/3 and (-0.1, 1.1)).  The gates start open
+    (``log_alpha = init_log_alpha``).  The median is the test-time estimator of the L0 paper,
+    ``min(1, max(0, sigmoid(log_alpha) (r - l) + l))``.
+
+    :param init_log_alpha: the initial ``log_alpha`` of every gate.
+    """
+
+    name = "hard_concrete"
+
+    def __init__(self, init_log_alpha: float = DEFAULT_INIT_LOG_ALPHA):
+        self.init_log_alpha = float(init_log_alpha)
+
+    def unsupported(self, site: Site) -> str | None:
+        if not _is_unit_interval(site.support):
+            return f"its support is {site.support}, and hard-concrete gates lie in [0, 1]"
+        return None
+
+    def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
+        log_alpha = torch.full(site.shape, self.init_log_alpha, dtype=init.dtype)
+        return {"log_alpha": PyroParam(log_alpha.to(init.device), constraints.real)}
+
+    def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
+        prior = site.prior
+        if isinstance(prior, HardConcrete):
+            return HardConcrete(
+                params.log_alpha, prior.temperature, prior.stretch_low, prior.stretch_high,
+                validate_args=False,
+            )  # fmt: skip
+        return HardConcrete(params.log_alpha, validate_args=False)
+
+    def median(self, site: Site, params: PyroModule) -> torch.Tensor:
+        return self.posterior(site, params).point_estimate()
