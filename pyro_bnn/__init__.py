@@ -1,7 +1,7 @@
 """pyro-bnn: Bayesian deep learning on Pyro."""
 
 from . import compression, data, distributions, guides, infer, metrics, models, ops
-from .infer import fit, predict
+from .infer import fit, posterior_samples, predict
 
 __version__ = "0.1.0"
 
@@ -15,5 +15,6 @@ __all__ = [
     "metrics",
     "models",
     "ops",
+    "posterior_samples",
     "predict",
 ]

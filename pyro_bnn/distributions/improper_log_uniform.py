@@ -14,7 +14,11 @@ class ImproperLogUniform(TorchDistribution):
     i.e. :math:`\log |w|` is uniform on the whole real line (Molchanov et al., 2017;
     the normal-Jeffreys prior of Bayesian compression, thesis Eq. 76). The prior is
     improper: :meth:`log_prob` returns :math:`-\log|w|`, which is correct up to an
-    additive constant, and :meth:`sample` raises.
+    additive constant, and it has no samples.  :meth:`sample` returns the placeholder
+    :math:`w = 0` (the mode, where the density is infinite): Pyro runs a model once
+    without its guide to read the shapes of its sites (``pyro.infer.Predictive``,
+    autoguide set-up), and that run needs a value of the right shape.  A prior predictive
+    drawn from this prior is therefore meaningless: every weight is zero.
 
     Paired with a Gaussian guide :math:`q(w) = \mathcal{N}(\mu, \sigma^2)` the KL
     divergence depends only on :math:`\alpha = \sigma^2/\mu^2`; it is registered with
@@ -59,9 +63,7 @@ class ImproperLogUniform(TorchDistribution):
         shape = torch.broadcast_shapes(value.shape, self.batch_shape)
         return -value.abs().log().expand(shape)
 
-    def sample(self, sample_shape=torch.Size()):
-        raise NotImplementedError(
-            "ImproperLogUniform is an improper prior (p(w) proportional to 1/|w| on the "
-            "whole real line) and cannot be sampled. Sample from the guide instead, or use "
-            "pyro_bnn.distributions.LogUniform(low, high) for a proper log-uniform prior."
-        )
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """The placeholder ``0`` of shape ``sample_shape + batch_shape`` (see above); for
+        draws from a proper log-uniform use :class:`~pyro_bnn.distributions.LogUniform`."""
+        return torch.zeros(self._extended_shape(sample_shape))

@@ -6,14 +6,18 @@ import math
 
 from pyro.poutine.messenger import Messenger
 
+from .auxiliary import AUXILIARY_TERM
+
 
 class KLWeight(Messenger):
     """Multiplies the ``scale`` of every latent (unobserved) sample site by :attr:`weight`.
 
     Applied to both the model and the guide, it turns any Pyro ELBO into
     ``E_q[log p(y | w)] - weight * KL(q || p)``: the KL (or ``log q - log p``) of each latent
-    site is scaled, the likelihood is not.  One instance is shared by model and guide so the
-    training loop can change the weight between steps.
+    site is scaled, the likelihood is not.  A guide's auxiliary term ``-log r(a | w)``
+    (:func:`~pyro_bnn.infer.auxiliary_log_density`) belongs to the KL part and is scaled too.
+    One instance is shared by model and guide so the training loop can change the weight
+    between steps.
     """
 
     def __init__(self, weight: float = 1.0):
@@ -21,7 +25,8 @@ class KLWeight(Messenger):
         self.weight = weight
 
     def _pyro_sample(self, msg) -> None:
-        if not msg["is_observed"] and self.weight != 1.0:
+        latent = not msg["is_observed"] or msg["infer"].get(AUXILIARY_TERM, False)
+        if latent and self.weight != 1.0:
             msg["scale"] = msg["scale"] * self.weight
 
 

@@ -14,6 +14,7 @@ from pyro.poutine.messenger import Messenger
 from pyro_bnn.guides import local_reparameterization
 
 from .fit import check_batch
+from .posterior import check_num_samples, posterior_samples, require_trained, traces
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ClassificationPrediction:
     entropy: torch.Tensor  #: (B,) total predictive entropy, nats
     expected_entropy: torch.Tensor  #: (B,) aleatoric part
     mutual_information: torch.Tensor  #: (B,) epistemic part
+    #: (S, B) log p(y_i | x_i, w_s) per sample and observation, when targets were given
+    log_likelihood: torch.Tensor | None = None
 
     @property
     def predicted_class(self) -> torch.Tensor:
@@ -51,6 +54,8 @@ class RegressionPrediction:
     epistemic_variance: torch.Tensor  #: (B, ...)
     aleatoric_variance: torch.Tensor  #: (B, ...)
     total_variance: torch.Tensor  #: (B, ...)
+    #: (S, B) log p(y_i | x_i, w_s) per sample and observation, when targets were given
+    log_likelihood: torch.Tensor | None = None
 
 
 #: Examples (posterior samples x inputs) per vectorized pass that suit convolutional networks:
@@ -77,12 +82,6 @@ class _DoNotSample(Messenger):
             msg["done"] = True
 
 
-def _traces(model, guide, args: tuple):
-    guide_trace = poutine.trace(guide).get_trace(*args)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
-    return guide_trace, model_trace
-
-
 def _likelihood_moments(model_trace, site: str) -> tuple[torch.Tensor, ...]:
     if site not in model_trace.nodes:
         raise ValueError(
@@ -101,16 +100,15 @@ def _likelihood_moments(model_trace, site: str) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _posterior_samples(guide, args: tuple, prototype, num_samples: int, max_plate_nesting: int):
-    """``num_samples`` draws of every latent site, shape ``(num_samples, *site_shape)``, from one
-    vectorized run of the guide under an extra plate (as Pyro's ``Predictive(parallel=True)``)."""
-    with pyro.plate("_num_predictive_samples", num_samples, dim=-max_plate_nesting - 1):
-        trace = poutine.trace(guide).get_trace(*args)
-    samples = {}
-    for name, site in prototype.iter_stochastic_nodes():
-        shape = site["value"].shape
-        samples[name] = trace.nodes[name]["value"].reshape((num_samples,) + shape)
-    return samples
+def _log_likelihood(moments: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """(S, B) log p(y_i | x_i, w_s) from the likelihood's parameters under each sample."""
+    if len(moments) == 1:
+        probs = moments[0]
+        index = y.long().reshape(1, -1, 1).expand(len(probs), -1, 1)
+        return probs.gather(-1, index).squeeze(-1).clamp_min(torch.finfo(probs.dtype).tiny).log()
+    mean, variance = moments
+    log_prob = dist.Normal(mean, variance.sqrt()).log_prob(y.to(mean))
+    return log_prob.reshape(*log_prob.shape[:2], -1).sum(-1)
 
 
 @torch.no_grad()
@@ -118,22 +116,28 @@ def predict(
     model: Callable,
     guide: Callable,
     x: torch.Tensor,
-    *,
+    *args,
     num_samples: int = 100,
     batch_size: int = 1000,
     site: str = "obs",
+    y: torch.Tensor | None = None,
+    **kwargs,
 ) -> ClassificationPrediction | RegressionPrediction:
     """Posterior predictive at inputs ``x`` from ``num_samples`` samples of ``guide``.
 
-    For each chunk of ``batch_size`` inputs, the guide draws all posterior samples in one
-    vectorized run (under an extra plate), and the model is evaluated for all of them in one
-    pass (``torch.func.vmap`` over the samples): no Python loop over samples.  Each sample's
-    weights are shared by the whole chunk.  Local reparameterization is turned off (it would
-    redraw per-example noise, which is slower at prediction time) and the model is put in
-    evaluation mode (so BatchNorm uses its running statistics) and restored afterwards.
+    The global latent sites are drawn once (:func:`~pyro_bnn.infer.posterior_samples`), so
+    posterior sample ``s`` is the same network for every input; the inputs are then processed in
+    chunks of ``batch_size``, each evaluated for all samples in one pass
+    (``torch.func.vmap`` over the samples, no Python loop over them).  Local latent sites (inside
+    the data plate) are drawn by the model for each new input.  Weights are sampled, one set per
+    posterior sample shared by a chunk (local reparameterization would redraw per-example noise,
+    which costs more at prediction time), and the model is put in evaluation mode (BatchNorm
+    uses its running statistics) and restored afterwards.
 
-    :param model: the Pyro model, called as ``model(x)``, with a likelihood site ``site``
-        whose distribution is ``Categorical`` (classification) or ``Normal`` (regression).
+    :param model: the Pyro model, called as ``model(x_chunk, *args, **kwargs)``, with a
+        likelihood site ``site`` whose distribution is ``Categorical`` (classification) or
+        ``Normal`` (regression).  Extra arguments (a context set, say) are passed unchanged to
+        every call.
     :param guide: the trained guide.
     :param x: inputs, shape ``(N, ...)``.
     :param num_samples: posterior samples ``S``.
@@ -141,21 +145,19 @@ def predict(
         ``S * batch_size`` examples at once, so memory grows with both.  For convolutional
         networks keep ``S * batch_size`` near :data:`CONV_EXAMPLES_PER_PASS`.
     :param site: the name of the likelihood's sample site.
+    :param y: targets, shape ``(N, ...)``; when given, the result's ``log_likelihood`` holds
+        ``log p(y_i | x_i, w_s)``, shape ``(S, N)`` (what PSIS-LOO and WAIC need).
     :returns: a :class:`ClassificationPrediction` or a :class:`RegressionPrediction`.
     """
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    check_num_samples(num_samples)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:
         raise ValueError("x must be a non-empty tensor with a batch dimension")
-    check_batch(model, (x,))
-    if getattr(guide, "prototype_trace", True) is None:
-        raise RuntimeError(
-            "the guide has not seen the model yet: train it, or call it once with a batch of "
-            "inputs and targets, before predicting (called with inputs alone, the likelihood "
-            "site would look like a latent variable to it)"
-        )
+    check_batch(model, (x,) if y is None else (x, y))
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"y has {len(y)} rows but x has {len(x)}")
+    require_trained(guide, "predict")
 
     was_training = getattr(model, "training", None)
     if was_training is not None:
@@ -163,27 +165,27 @@ def predict(
     try:
         with pyro.get_param_store().scope(), local_reparameterization(False):
             # One ordinary run sets up lazily created parameters (vmap forbids creating them)
-            # and tells the sites' shapes and the model's plate nesting.
-            guide_trace, model_trace = _traces(model, guide, (x[:1],))
+            # and tells the sites' shapes.
+            _, model_trace = traces(model, guide, (x[:1], *args), kwargs)
             _likelihood_moments(model_trace, site)
-            nesting = max(
-                [-frame.dim for node in model_trace.nodes.values()
-                 for frame in node.get("cond_indep_stack", ())] + [0]
-            )  # fmt: skip
-            chunks = []
-            for start in range(0, len(x), batch_size):
-                xb = x[start : start + batch_size]
-                samples = _posterior_samples(guide, (xb,), guide_trace, num_samples, nesting)
+            samples = posterior_samples(model, guide, num_samples, x[:1], *args, **kwargs)
 
-                def one_sample(values, xb=xb):
-                    conditioned = _DoNotSample(site)(poutine.condition(model, data=values))
-                    return _likelihood_moments(poutine.trace(conditioned).get_trace(xb), site)
+            def one_sample(values, xb):
+                conditioned = _DoNotSample(site)(poutine.condition(model, data=values))
+                trace = poutine.trace(conditioned).get_trace(xb, *args, **kwargs)
+                return _likelihood_moments(trace, site)
 
-                chunks.append(torch.func.vmap(one_sample, randomness="different")(samples))
+            chunks = [
+                torch.func.vmap(one_sample, in_dims=(0, None), randomness="different")(
+                    samples, x[start : start + batch_size]
+                )
+                for start in range(0, len(x), batch_size)
+            ]
     finally:
         if was_training:
             model.train()
     moments = [torch.cat(parts, dim=1) for parts in zip(*chunks, strict=True)]
+    log_likelihood = None if y is None else _log_likelihood(moments, y)
     if len(moments) == 1:
         probs_samples = moments[0]
         probs = probs_samples.mean(0)
@@ -195,6 +197,7 @@ def predict(
             entropy=entropy,
             expected_entropy=expected_entropy,
             mutual_information=(entropy - expected_entropy).clamp_min(0.0),
+            log_likelihood=log_likelihood,
         )
     mean_samples, variance_samples = moments
     epistemic = mean_samples.var(0, unbiased=False)
@@ -206,4 +209,5 @@ def predict(
         epistemic_variance=epistemic,
         aleatoric_variance=aleatoric,
         total_variance=epistemic + aleatoric,
+        log_likelihood=log_likelihood,
     )
