@@ -201,10 +201,7 @@ class AutoSiteGuide(AutoGuide):
         super()._setup_prototype(*args, **kwargs)
         sites = dict(self.prototype_trace.iter_stochastic_nodes())
         plan = self._plan(sites)  # every check before any parameter exists
-        self.params = PyroModule()
-        self._sites: dict[str, Site] = {}
-        self._site_families: dict[str, GuideFamily] = {}
-        self._site_params: dict[str, _SiteParameters] = {}
+        parameters = {}
         for name, (site, family) in plan.items():
             init = self._initial_value(name, sites[name], sites).to(sites[name]["value"])
             if init.shape != site.shape:
@@ -212,13 +209,19 @@ class AutoSiteGuide(AutoGuide):
                     f"the initial value of {name!r} has shape {tuple(init.shape)}, but the "
                     f"model's site has shape {tuple(site.shape)}"
                 )
+            parameters[name] = family.parameters(site, init)
+        self._check_store(parameters)
+        self.params = PyroModule()
+        self._sites: dict[str, Site] = {}
+        self._site_families: dict[str, GuideFamily] = {}
+        self._site_params: dict[str, _SiteParameters] = {}
+        for name, (site, family) in plan.items():
             module = self._module_at(name)
-            for param_name, value in family.parameters(site, init).items():
+            for param_name, value in parameters[name].items():
                 setattr(module, param_name, value)
             self._sites[name] = site
             self._site_families[name] = family
             self._site_params[name] = module
-        self._check_store()
 
     def _plan(self, sites: dict) -> dict[str, tuple[Site, GuideFamily]]:
         used = [False] * len(self._families)
@@ -286,21 +289,23 @@ class AutoSiteGuide(AutoGuide):
             module = child
         return module
 
-    def _check_store(self) -> None:
-        """Refuse stale entries of Pyro's parameter store with another shape: the store would
-        win, and a model whose layers changed size would train with the old shapes."""
+    def _check_store(self, parameters: dict[str, dict]) -> None:
+        """Refuse stale entries of Pyro's parameter store with another shape: the store wins
+        (as for every PyroModule), and a model whose layers changed size would silently train
+        with the old shapes."""
         if pyro.settings.get("module_local_params"):
             return
         store = pyro.get_param_store()
-        for name, module in self._site_params.items():
-            for param_name in module._pyro_params:
-                full = module._pyro_get_fullname(param_name)
-                ours = getattr(module, f"{param_name}_unconstrained")
-                if full in store and store._params[full].shape != ours.shape:
+        prefix = f"{self._pyro_name}.params." if self._pyro_name else "params."
+        for name, params in parameters.items():
+            for param_name, param in params.items():
+                value = param.init_value
+                full = f"{prefix}{name}.{param_name}"
+                if full in store and store[full].shape != value.shape:
                     raise ValueError(
                         f"Pyro's parameter store holds {full!r} with shape "
-                        f"{tuple(store._params[full].shape)}, but site {name!r} needs "
-                        f"{tuple(ours.shape)}: it was left by another model. Call "
+                        f"{tuple(store[full].shape)}, but site {name!r} needs "
+                        f"{tuple(value.shape)}: it was left by another model. Call "
                         "pyro.clear_param_store() first."
                     )
 

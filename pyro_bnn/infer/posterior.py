@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 
 from pyro_bnn.guides import local_reparameterization
 from pyro_bnn.ops import materialize
@@ -31,10 +32,11 @@ def check_num_samples(num_samples) -> None:
 
 
 def traces(model: Callable, guide: Callable, args: tuple, kwargs: dict):
-    """One run of the guide and of the model replayed against it."""
+    """One run of the guide and of the model replayed against it, without the plates' own
+    subsample sites."""
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    return guide_trace, model_trace
+    return prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
 
 
 def max_plate_nesting(model_trace) -> int:

@@ -317,3 +317,29 @@ def test_vgg_like():
     assert len(model.random_sites()) == 15
     assert "net.bn1.weight" in deterministic_parameters(model)
     assert "net.bn_fc1.bias" in deterministic_parameters(model)
+
+
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv2d, nn.Conv3d])
+def test_every_convolution_is_locally_reparameterized(conv):
+    # Identical inputs get independent pre-activations: each example has its own effective
+    # weight sample (one weight sample shared by the batch would give identical rows).
+    from pyro import poutine
+
+    from pyro_bnn.guides import AutoMeanFieldNormal
+    from pyro_bnn.models import CategoricalLikelihood
+    from pyro_bnn.ops import GaussianWeight
+
+    spatial = {nn.Conv1d: (6,), nn.Conv2d: (5, 5), nn.Conv3d: (4, 4, 4)}[conv]
+    net = nn.Sequential(conv(2, 3, 3), nn.Flatten(), nn.LazyLinear(4))
+    net(torch.zeros(1, 2, *spatial))  # materializes the lazy layer
+    model = BayesianNetwork(net, CategoricalLikelihood(10, 4))
+    guide = AutoMeanFieldNormal(model, pretrained=model.initial_values, init_log_variance=-2.0)
+    x = torch.randn(1, 2, *spatial).expand(5, 2, *spatial)
+    y = torch.zeros(5, dtype=torch.long)
+    seen = []
+    model.net[0].register_forward_hook(lambda m, i, o: seen.append((type(m.weight), o)))
+    poutine.replay(model, poutine.trace(guide).get_trace(x, y))(x, y)
+    weight_type, out = seen[-1]
+    assert weight_type is GaussianWeight
+    assert type(out) is torch.Tensor
+    assert (out[1:] != out[0]).flatten(1).any(1).all()
