@@ -16,3 +16,23 @@ def test_quick_start_runs_and_separates_the_informative_features():
     log_alpha = namespace["log_alpha"]
     assert (log_alpha[:2] < -5).all()
     assert torch.median(log_alpha[2:]) > 0
+    # Pyro's Predictive on the same model and guide: one draw per sample of the weight and y.
+    predictive = namespace["predictive"]
+    assert predictive["y"].shape == (100, 100)
+    assert predictive["linear.weight"].shape[0] == 100
+
+
+def test_quick_start_cell_run_twice_keeps_training():
+    """A re-run notebook cell: the second run continues from Pyro's parameter store."""
+    block = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)[0]
+    block = block.replace("range(2000)", "range(300)")
+    block = block.replace("    svi.step(x, y)", "    losses.append(svi.step(x, y))")
+    block = block.replace("for step in", "losses = []\nfor step in")
+    runs = []
+    for _ in range(2):
+        namespace = {"__name__": "readme"}
+        exec(compile(block, str(README), "exec"), namespace)
+        runs.append(namespace["losses"])
+    first, second = runs
+    assert first[-1] < first[0] / 5
+    assert second[0] < first[0] / 5 and second[-1] <= second[0]
