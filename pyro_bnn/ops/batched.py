@@ -35,7 +35,9 @@ def batched_linear(
     :param bias: ``(out,)`` or ``(*sample, out)``.
     """
     samples = sample_shape(weight, 2)
-    if not samples:
+    if not samples and (bias is None or bias.dim() == 1):
+        # F.linear broadcasts an input's sample dimensions, not a bias's (a Gaussian bias of a
+        # plain weight under a vectorized plate): those take the path below.
         return F.linear(x, weight, bias)
     out_features, in_features = weight.shape[-2:]
     if x.dim() == 2:
@@ -76,11 +78,14 @@ def batched_conv(
     if spatial not in CONVOLUTIONS:
         raise ValueError(f"no {spatial}-d convolution for a weight of shape {tuple(weight.shape)}")
     conv = CONVOLUTIONS[spatial]
-    samples = sample_shape(weight, spatial + 2)
+    lead = x.shape[: x.dim() - spatial - 1]  # (*sample, B) or (B,)
+    # Sample dimensions may come from any argument, not only the weight: an earlier layer's
+    # output with a plain weight, or a Gaussian bias of a plain weight.
+    samples = torch.broadcast_shapes(
+        sample_shape(weight, spatial + 2), lead[:-1], () if bias is None else bias.shape[:-1]
+    )
     if not samples:
         return conv(x, weight, bias, stride, padding, dilation, groups)
-    lead = x.shape[: x.dim() - spatial - 1]  # (*sample, B) or (B,)
-    samples = torch.broadcast_shapes(samples, lead[:-1])
     num_samples, batch = math.prod(samples), lead[-1]
     channels = x.shape[-spatial - 1 :]
     x = x.expand(*samples, batch, *channels).reshape(num_samples, batch, *channels)

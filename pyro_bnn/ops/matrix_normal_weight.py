@@ -19,18 +19,26 @@ class MatrixNormalWeight(StochasticWeight):
     ``row_var`` has shape ``(in / groups, *kernel)``.  A layer call samples the pre-activation
     with variance ``(x**2 @ row_var) * col_var`` (:func:`~pyro_bnn.ops.matrix_normal_linear`).
 
-    :param loc: the mean ``M``.
-    :param row_var: positive row variances, shape ``loc.shape[1:]``.
-    :param col_var: positive column variances, shape ``(loc.shape[0],)``.
+    :param loc: the mean ``M``, optionally with leading sample dimensions ``(*sample, out,
+        *row)``.
+    :param row_var: positive row variances, shape ``loc.shape[1:]`` (or ``(*sample, *row)``).
+    :param col_var: positive column variances, shape ``(loc.shape[0],)`` (or ``(*sample,
+        out)``); its leading dimensions are the sample dimensions of all three.
     """
 
     @staticmethod
     def __new__(cls, loc: torch.Tensor, row_var: torch.Tensor, col_var: torch.Tensor):
-        if loc.dim() < 2 or row_var.shape != loc.shape[1:] or col_var.shape != loc.shape[:1]:
+        # The sample dimensions (a vectorized plate's, as for GaussianWeight) are those of
+        # col_var, (*sample, out): loc.shape alone cannot tell them from a kernel's.
+        samples = col_var.shape[:-1] if 1 <= col_var.dim() <= loc.dim() - 1 else ()
+        n = len(samples)
+        rows = samples + loc.shape[n + 1 :]
+        if loc.dim() < n + 2 or row_var.shape != rows or col_var.shape != loc.shape[: n + 1]:
             raise ValueError(
                 f"a matrix-normal weight of shape {tuple(loc.shape)} needs row_var of shape "
-                f"{tuple(loc.shape[1:])} and col_var of shape {tuple(loc.shape[:1])}, got "
-                f"{tuple(row_var.shape)} and {tuple(col_var.shape)}"
+                f"{tuple(rows)} and col_var of shape {tuple(loc.shape[: n + 1])}, got "
+                f"{tuple(row_var.shape)} and {tuple(col_var.shape)} (leading sample dimensions, "
+                "if any, on all three)"
             )
         weight = StochasticWeight.__new__(cls, loc)
         weight.loc, weight.row_var, weight.col_var = loc, row_var, col_var
@@ -38,8 +46,10 @@ class MatrixNormalWeight(StochasticWeight):
 
     @property
     def variance(self) -> torch.Tensor:
-        """The entries' variances, ``col_var[j] * row_var[i...]``."""
-        return self.col_var.reshape(-1, *(1,) * self.row_var.dim()) * self.row_var
+        """The entries' variances, ``col_var[..., j] * row_var[..., i...]``."""
+        n = self.col_var.dim() - 1  # sample dimensions
+        col_var = self.col_var.reshape(*self.col_var.shape, *(1,) * (self.row_var.dim() - n))
+        return col_var * self.row_var.unsqueeze(n)
 
     def _draw(self) -> torch.Tensor:
         std = _standard_deviation(self.variance)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .gaussian_weight import GaussianWeight, moments
-from .sampled_linear import sampled_conv, sampled_linear
+from .gaussian_weight import GaussianWeight, bias_noise, moments
+from .sampled_linear import _per_channel, sampled_conv, sampled_linear
 from .stochastic_weight import StochasticWeight, register_conv_handler, register_handler
 
 
@@ -25,7 +25,8 @@ class ScaledWeight(StochasticWeight):
     :param weight: the Gaussian weight ``v``, in the layer's layout (``(out, in)`` or
         ``(out, in / groups, *kernel)``).
     :param input_scale: a scale per input unit (channel), shape ``(in,)``, or per example and
-        input unit, shape ``(batch, in)``.
+        input unit, shape ``(batch, in)``; ``in`` is ``weight.shape[1]``, which for a grouped
+        convolution is ``in / groups``: a scale per kernel input channel, shared by the groups.
     :param output_scale: a scale per output unit (channel), ``(out,)`` or ``(batch, out)``.
     :param scale_variance: ``True``: the input scale multiplies the whole weight (mean and
         standard deviation); ``False``: only its mean (multiplicative normalizing flows).
@@ -83,36 +84,59 @@ class ScaledWeight(StochasticWeight):
         return sample
 
 
+def _bias_outside(weight: ScaledWeight, bias) -> bool:
+    """Whether the bias must be added after the op, outside the output scale.
+
+    The ops' ``output_scale`` multiplies the bias too (the seeds' ``(x * mu + b) z``), but the
+    layer is ``F.linear(x, z_out * v, b)``: the scale belongs to the weight alone, as in the
+    materialized sample.  Such a bias is added afterwards, with its own noise if Gaussian.
+    """
+    return weight.output_scale is not None and bias is not None
+
+
 @register_handler(ScaledWeight, F.linear)
 def _linear(input, weight, bias=None):
     if isinstance(input, StochasticWeight) or not isinstance(weight, ScaledWeight):
         return NotImplemented
-    return sampled_linear(
+    outside = _bias_outside(weight, bias)
+    bias_mean, bias_var = moments(bias)
+    out = sampled_linear(
         input,
         weight.weight.loc,
         weight.weight.variance,
-        *moments(bias),
+        *((None, None) if outside else (bias_mean, bias_var)),
         input_scale=weight.input_scale,
         output_scale=weight.output_scale,
         scale_variance=weight.scale_variance,
     )
+    return bias_noise(out + bias_mean, bias_var) if outside else out
 
 
 @register_conv_handler(ScaledWeight)
 def _conv(spatial, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if isinstance(input, StochasticWeight) or not isinstance(weight, ScaledWeight):
         return NotImplemented
-    return sampled_conv(
+    input_scale = weight.input_scale
+    if input_scale is not None and groups > 1:
+        # The scale is per kernel input channel (weight.shape[1] = in / groups), as in the
+        # materialized sample; the op's is per input channel: the same scales for every group.
+        input_scale = input_scale.repeat(*(1,) * (input_scale.dim() - 1), groups)
+    outside = _bias_outside(weight, bias)
+    bias_mean, bias_var = moments(bias)
+    out = sampled_conv(
         input,
         weight.weight.loc,
         weight.weight.variance,
-        *moments(bias),
+        *((None, None) if outside else (bias_mean, bias_var)),
         stride,
         padding,
         dilation,
         groups,
-        input_scale=weight.input_scale,
+        input_scale=input_scale,
         output_scale=weight.output_scale,
         scale_variance=weight.scale_variance,
         spatial=spatial,
     )
+    if outside:
+        out = bias_noise(out + _per_channel(bias_mean, spatial), bias_var, spatial)
+    return out
