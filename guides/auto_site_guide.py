@@ -199,6 +199,16 @@ class AutoSiteGuide(AutoGuide):
 
     def _setup_prototype(self, *args, **kwargs) -> None:
         super()._setup_prototype(*args, **kwargs)
+        try:
+            self._create_parameters()
+        except Exception:
+            # Forget the trace: forward sets up only while prototype_trace is None, so a second
+            # call after a bad-input error went on to fail with "no attribute '_sites'" instead
+            # of raising the same clear error again.
+            self.prototype_trace = None
+            raise
+
+    def _create_parameters(self) -> None:
         sites = dict(self.prototype_trace.iter_stochastic_nodes())
         plan = self._plan(sites)  # every check before any parameter exists
         parameters = {}
@@ -225,6 +235,7 @@ class AutoSiteGuide(AutoGuide):
 
     def _plan(self, sites: dict) -> dict[str, tuple[Site, GuideFamily]]:
         used = [False] * len(self._families)
+        chosen_by = {}  # site name -> the selector that gave it its family
         plan = {}
         for name, trace_site in sites.items():
             for frame in trace_site["cond_indep_stack"]:
@@ -249,6 +260,7 @@ class AutoSiteGuide(AutoGuide):
             for index, (key, candidate) in enumerate(self._families):
                 if self._selects(key, name, site, trace_site):
                     used[index] = True
+                    chosen_by[name] = key
                     family, selector = candidate, f"the selector {key!r}"
                     break
             reason = family.unsupported(site)
@@ -259,11 +271,25 @@ class AutoSiteGuide(AutoGuide):
                 )
             plan[name] = (site, family)
         for (key, family), was_used in zip(self._families, used, strict=True):
-            if not was_used:
+            if was_used:
+                continue
+            # A selector whose sites all went to earlier entries does nothing either; it used to
+            # be reported as matching no site, while the listed sites included its matches.
+            taken = [
+                f"{name!r} by {chosen_by[name]!r}"
+                for name, trace_site in sites.items()
+                if self._selects(key, name, plan[name][0], trace_site)
+            ]
+            if taken:
                 raise ValueError(
-                    f"the family selector {key!r} (for {family.name!r}) matches no latent site "
-                    f"of the model; its sites are {', '.join(map(repr, sites)) or 'none'}"
+                    f"the family selector {key!r} (for {family.name!r}) selects no site: the "
+                    f"first matching entry wins, and earlier selectors took its sites "
+                    f"({', '.join(taken)})"
                 )
+            raise ValueError(
+                f"the family selector {key!r} (for {family.name!r}) matches no latent site "
+                f"of the model; its sites are {', '.join(map(repr, sites)) or 'none'}"
+            )
         return plan
 
     @staticmethod

@@ -61,4 +61,6 @@ class HardConcreteFamily(GuideFamily):
         return HardConcrete(params.log_alpha, validate_args=False)
 
     def median(self, site: Site, params: PyroModule) -> torch.Tensor:
-        return self.posterior(site, params).point_estimate()
+        # point_estimate is a property of HardConcrete, not a method: calling it made
+        # AutoSiteGuide.median() raise "'Tensor' object is not callable".
+        return self.posterior(site, params).point_estimate
