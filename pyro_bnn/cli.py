@@ -1,21 +1,38 @@
-"""The ``pyro-bnn`` command.
+"""The ``pyro-bnn`` command: ``pyro-bnn train`` and ``pyro-bnn evaluate``.
 
 ``pyro-bnn train`` trains a network on an image classification set, either with sparse
 variational dropout (log-uniform prior, mean-field Gaussian guide with local
 reparameterization, SVI) or deterministically (the baseline with the same budget), evaluates
 it and writes into the output directory:
 
-- ``checkpoint.pt``: model, guide and optimizer (sparse VD) or the network (deterministic);
+- ``checkpoint.pt``: model, guide and optimizer (sparse VD) or the network (deterministic), with
+  the options of the run;
 - ``metrics.json``: accuracy, NLL, ECE, per-layer sparsity, compression ratio, timings, history;
 - ``training_curves.png``, and for sparse VD ``log_alpha_histogram.png`` and ``weight_mask.png``.
 
 Unset options take per-data-set defaults: 10 epochs, batch 128, learning rate 1e-3 and no KL
 warm-up; for the small digits set 60 epochs, batch 64, learning rate 3e-3 and a 10-epoch warm-up.
+Fewer epochs than the warm-up draw a warning: the KL never reaches full weight, so the result is
+not the ELBO's posterior.  A posterior that collapsed (no better than predicting the class
+frequencies, or every weight pruned) draws one too.
 
 ``--lr-schedule linear`` decays the learning rate linearly to zero over the epochs (Molchanov et
 al.'s schedule).  ``--pretrain-epochs K`` first trains the network deterministically for K epochs
 and starts the guide's means there, as Molchanov et al. did for their convolutional networks;
 the deterministic baseline with the same budget then gets K more epochs.
+
+An output directory that already holds a run (``metrics.json`` or ``checkpoint.pt``) is left
+alone unless ``--overwrite`` (remove that run's files first; other files stay) or ``--resume``
+(continue it from ``checkpoint.pt``; the options must be the saved run's, ``--epochs`` may grow
+and defaults to the saved run's) is given.  Ctrl-C during sparse-VD training finishes the
+current step, writes ``checkpoint.pt`` and exits with status 130; ``--resume`` continues,
+restarting the interrupted epoch.  Ctrl-C during deterministic training (the baseline or
+``--pretrain-epochs``) stops at once: it keeps no checkpoint to resume from.
+
+``pyro-bnn evaluate`` loads the run saved in ``--output`` (``checkpoint.pt``, read with
+``weights_only=True``), rebuilds its network from the recorded options, evaluates it on the test
+set (error, NLL, ECE; pruned error and compression for sparse VD) and prints the summary train
+prints.  It writes ``evaluation.json`` atomically and leaves ``metrics.json`` as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +53,37 @@ import torch
 METHODS = ("sparse-vd", "deterministic")
 ARCHITECTURES = ("lenet-300-100", "lenet-5-caffe", "vgg-like")
 DATASETS = ("auto", "fashion-mnist", "digits", "mnist", "cifar10")
+
+CHECKPOINT = "checkpoint.pt"
+#: Every file a run writes into its output directory; ``--overwrite`` removes these and no other.
+RUN_OUTPUTS = (
+    CHECKPOINT,
+    "metrics.json",
+    "evaluation.json",
+    "training_curves.png",
+    "log_alpha_histogram.png",
+    "weight_mask.png",
+)
+#: The format of the deterministic baseline's checkpoint.
+NETWORK_FORMAT = "pyro-bnn-network/1"
+#: Options recorded in a run's checkpoint that ``--resume`` must repeat.
+RESUME_MUST_MATCH = (
+    "method",
+    "arch",
+    "data",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "pretrain_epochs",
+    "seed",
+    "kl_warmup_epochs",
+    "init_log_variance",
+    "train_subset",
+)
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+_DOC_TRAIN, _DOC_EVALUATE = __doc__.split("\n\n", 1)[1].split("\n\n``pyro-bnn evaluate``")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train, evaluate and save a network",
-        description=__doc__.split("\n\n", 1)[1],
+        description=_DOC_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--method", choices=METHODS, default="sparse-vd")
@@ -57,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'auto': Fashion-MNIST when installed, else scikit-learn's bundled digits",
     )
     train.add_argument("--data-root", default=None, help="directory with the data set's files")
-    train.add_argument("--epochs", type=int, default=None, help="default: per data set, see below")
+    train.add_argument("--epochs", type=int, default=None, help="default: per data set, see above")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument(
@@ -74,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", default="runs/latest", help="output directory")
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --output: remove its checkpoint, metrics and plots first",
+    )
+    existing.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sparse-VD run in --output from its checkpoint.pt (same options)",
+    )
     train.add_argument(
         "--kl-warmup-epochs", type=float, default=None, help="linear KL warm-up (sparse VD)"
     )
@@ -87,21 +147,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a saved run on the test set, without training",
+        description="``pyro-bnn evaluate``" + _DOC_EVALUATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--output", default="runs/latest", help="the run's directory")
+    evaluate.add_argument("--data-root", default=None, help="directory with the data set's files")
+    evaluate.add_argument(
+        "--num-samples", type=int, default=None, help="posterior samples (default: the run's)"
+    )
+    evaluate.add_argument(
+        "--threshold", type=float, default=None, help="pruning threshold (default: the run's)"
+    )
+    evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
+
+
+def _one_line(error: BaseException) -> str:
+    # Some messages list problems on indented lines ("...:\n  - a\n  - b"); a command-line
+    # error is one line.
+    text = str(error).replace(":\n  - ", ": ").replace("\n  - ", "; ")
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from pyro_bnn.infer import TrainingInterrupted
+
     try:
         if args.command == "train":
-            metrics = train(args)
-            _print_summary(metrics)
+            _print_summary(train(args))
+        else:
+            _print_summary(evaluate(args))
+    except TrainingInterrupted as stop:
+        print(
+            f"pyro-bnn: interrupted at epoch {stop.epoch}, step {stop.step}; checkpoint written "
+            f"to {stop.checkpoint}; continue with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("pyro-bnn: interrupted; metrics.json was not written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     # OSError covers an --output that is a file or cannot be written; FloatingPointError a
     # training run that diverged (fit's NonFiniteLossError, the baseline's NaN guard).
     except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
-        print(f"pyro-bnn: error: {error}", file=sys.stderr)
+        print(f"pyro-bnn: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 
@@ -134,6 +230,11 @@ def _check_arguments(args) -> None:
         raise ValueError(f"--pretrain-epochs must be non-negative, got {args.pretrain_epochs}")
     if args.pretrain_epochs and args.method != "sparse-vd":
         raise ValueError("--pretrain-epochs applies to --method sparse-vd only")
+    if args.resume and args.method != "sparse-vd":
+        raise ValueError(
+            "--resume continues sparse-VD runs; the deterministic baseline keeps no optimizer "
+            "state to continue from"
+        )
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     warmup = args.kl_warmup_epochs
@@ -147,6 +248,87 @@ def _check_arguments(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be finite, got {value}")
 
 
+def _check_output(args) -> None:
+    """Refuse to write over a run without ``--overwrite`` or ``--resume``, before anything is
+    written."""
+    found = [name for name in ("metrics.json", CHECKPOINT) if _is_file(args.output, name)]
+    if found and not (args.overwrite or args.resume):
+        raise ValueError(
+            f"{args.output} already holds a run ({' and '.join(found)}); pass --overwrite to "
+            "replace it or --resume to continue it, or choose another --output"
+        )
+    if args.resume and not _is_file(args.output, CHECKPOINT):
+        raise ValueError(f"--resume: {args.output} holds no {CHECKPOINT} to continue from")
+
+
+def _is_file(directory: str, name: str) -> bool:
+    return os.path.isfile(os.path.join(directory, name))
+
+
+def _remove_outputs(directory: str, keep: Sequence[str] = ()) -> None:
+    """Remove the files of an earlier run (:data:`RUN_OUTPUTS`), so nothing stale is left next
+    to the new ones; files of other names stay."""
+    for name in RUN_OUTPUTS:
+        if name not in keep and _is_file(directory, name):
+            os.remove(os.path.join(directory, name))
+
+
+def _read_run(directory: str) -> tuple[dict, dict]:
+    """The checkpoint saved in ``directory`` (read with ``weights_only=True``) and the options
+    of its run.
+
+    :raises ValueError: no checkpoint, a file that is not a pyro-bnn checkpoint, or one that does
+        not record its options.
+    """
+    from pyro_bnn.infer import CHECKPOINT_FORMAT
+
+    path = os.path.join(directory, CHECKPOINT)
+    if not os.path.isfile(path):
+        raise ValueError(f"{directory} holds no run: there is no {CHECKPOINT} in it")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable pyro-bnn checkpoint: {error}") from error
+    formats = (CHECKPOINT_FORMAT, NETWORK_FORMAT)
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
+        raise ValueError(f"{path} is not a pyro-bnn checkpoint (expected format {formats[0]!r})")
+    if payload["format"] == NETWORK_FORMAT:
+        run = payload.get("run")
+    else:
+        run = (payload.get("extra") or {}).get("run")
+    if not isinstance(run, dict) or not {"method", "arch", "data"} <= run.keys():
+        raise ValueError(
+            f"{path} does not record the options of its run (an older pyro-bnn wrote it); "
+            "train the run again"
+        )
+    return payload, run
+
+
+def _check_resumable(args, payload: dict, saved: dict, settings: dict) -> None:
+    path = os.path.join(args.output, CHECKPOINT)
+    if payload["format"] == NETWORK_FORMAT:
+        raise ValueError(
+            f"--resume: {path} holds a deterministic baseline, which keeps no optimizer state "
+            "to continue from"
+        )
+    differences = [
+        f"--{name.replace('_', '-')} is {settings[name]} here but {saved.get(name)} there"
+        for name in RESUME_MUST_MATCH
+        if settings[name] != saved.get(name)
+    ]
+    if differences:
+        raise ValueError(
+            f"--resume: the options must match the run saved in {path}: "
+            + "; ".join(differences)
+            + f" (it was started with: {saved.get('command', 'unknown')})"
+        )
+    if args.epochs < payload["epoch"]:
+        raise ValueError(
+            f"--resume: --epochs {args.epochs} is fewer than the {payload['epoch']} epochs the "
+            f"run in {path} has finished"
+        )
+
+
 def _scheduler(kind: str, epochs: int):
     """A factory ``optimizer -> LRScheduler`` for ``--lr-schedule``, or None for constant."""
     if kind == "constant":
@@ -157,12 +339,11 @@ def _scheduler(kind: str, epochs: int):
     )
 
 
-def _load_data(args):
+def _load_data(name: str, data_root: str | None):
     from pyro_bnn.data import fashion_mnist_available, load_dataset
 
-    name = args.data
     if name == "auto":
-        if fashion_mnist_available(args.data_root):
+        if fashion_mnist_available(data_root):
             name = "fashion-mnist"
         else:
             print(
@@ -171,7 +352,7 @@ def _load_data(args):
                 file=sys.stderr,
             )
             name = "digits"
-    splits = load_dataset(name, args.data_root)
+    splits = load_dataset(name, data_root)
     if splits.task != "classification":
         raise ValueError(f"pyro-bnn train classifies images; {name} is a {splits.task} task")
     return splits
@@ -190,42 +371,158 @@ def _network(arch: str, input_shape: tuple[int, ...], num_classes: int):
     return vgg_like(channels, num_classes)
 
 
+def _bayesian(net, num_train: int, splits, init_log_variance: float):
+    """The sparse-VD model over ``net`` and its mean-field guide, started at ``net``."""
+    from pyro_bnn.guides import AutoMeanFieldNormal
+    from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
+
+    model = BayesianNetwork(
+        net, CategoricalLikelihood(num_train, splits.num_classes), input_shape=splits.input_shape
+    )
+    guide = AutoMeanFieldNormal(
+        model, pretrained=model.initial_values, init_log_variance=init_log_variance
+    )
+    return model, guide
+
+
+def _evaluate_bayesian(model, guide, net, x_test, y_test, num_samples: int, threshold: float):
+    """Test predictions of the posterior and of the pruned posterior mean.
+
+    :returns: ``(probs, result, log_alpha, masks)``: the predictive ``(N, C)``, the metrics
+        to record (mean mutual information, ``pruned``), and what the plots need.
+    """
+    from pyro_bnn import infer
+    from pyro_bnn import metrics as quality
+    from pyro_bnn.compression import PointGuide, compression_report, prune, pruned_posterior_mean
+    from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS
+
+    # Convolutional feature maps are large: bound the examples of one vectorized pass.
+    convolutional = any(isinstance(module, torch.nn.Conv2d) for module in net.modules())
+    batch = max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else 1000
+    prediction = infer.predict(model, guide, x_test, num_samples=num_samples, batch_size=batch)
+    masks = prune(guide, threshold)
+    report = compression_report(masks)
+    point = PointGuide(pruned_posterior_mean(guide, masks))
+    pruned_probs = infer.predict(model, point, x_test, num_samples=1).probs
+    result = {
+        "mean_mutual_information": prediction.mutual_information.mean().item(),
+        "pruned": {
+            "threshold": threshold,
+            "error": 1.0 - quality.accuracy(pruned_probs, y_test),
+            "sparsity_per_layer": report.sparsity_per_layer(),
+            **report.as_dict(),
+        },
+    }
+    log_alpha = {name: value.detach() for name, value in guide.log_alpha().items()}
+    return prediction.probs, result, log_alpha, masks
+
+
+def _test_metrics(probs: torch.Tensor, y_test: torch.Tensor) -> dict:
+    from pyro_bnn import metrics as quality
+
+    return {
+        "error": 1.0 - quality.accuracy(probs, y_test),
+        "accuracy": quality.accuracy(probs, y_test),
+        "nll": quality.negative_log_likelihood(probs, y_test),
+        "ece": quality.expected_calibration_error(probs, y_test),
+    }
+
+
+def _write_json(path: str, value: dict) -> None:
+    """Write ``value`` to ``path`` through a temporary file and ``os.replace``: readers see the
+    old file or the complete new one."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.tmp")
+    with open(temporary, "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(temporary, path)
+
+
+def _fit_reporting_collapse(*args, **kwargs):
+    """``pyro_bnn.infer.fit``, with a posterior-collapse warning printed as one line of the
+    command's stderr instead of Python's two-line warning format."""
+    from pyro_bnn import infer
+    from pyro_bnn.infer import PosteriorCollapseWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PosteriorCollapseWarning)
+        records = infer.fit(*args, **kwargs)
+    for warning in caught:
+        if issubclass(warning.category, PosteriorCollapseWarning):
+            print(
+                f"pyro-bnn: warning: {warning.message} (on the command line: "
+                "--kl-warmup-epochs, --pretrain-epochs, --init-log-variance)",
+                file=sys.stderr,
+            )
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return records
+
+
 def train(args) -> dict:
     """Run ``pyro-bnn train`` with parsed arguments; returns the metrics it wrote."""
     from torch.utils.data import DataLoader, Subset
 
-    from pyro_bnn import metrics as quality
     from pyro_bnn.baselines import predict_deterministic, train_deterministic
-    from pyro_bnn.compression import (
-        PointGuide,
-        compression_report,
-        prune,
-        pruned_posterior_mean,
-    )
-    from pyro_bnn.guides import AutoMeanFieldNormal
-    from pyro_bnn.infer import fit, predict
     from pyro_bnn.infer.checkpoint import atomic_save
-    from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS
-    from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
 
     from . import plots
 
     _check_arguments(args)
+    _check_output(args)
+    payload, saved = _read_run(args.output) if args.resume else (None, None)
     if args.threads:
         torch.set_num_threads(args.threads)
-    splits = _load_data(args)
+    splits = _load_data(args.data, args.data_root)
+    warmup_given = args.kl_warmup_epochs is not None
+    if args.resume and args.epochs is None:
+        args.epochs = saved.get("epochs")  # continue to the saved run's end
     _fill_defaults(args, splits.name)
     train_set = splits.train
     if args.train_subset is not None:
         train_set = Subset(train_set, range(min(args.train_subset, len(train_set))))
     x_test, y_test = splits.test.tensors
     net = _network(args.arch, splits.input_shape, splits.num_classes)
+
+    settings = {
+        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
+        "method": args.method,
+        "arch": args.arch,
+        "data": splits.name,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "pretrain_epochs": args.pretrain_epochs,
+        "seed": args.seed,
+        "kl_warmup_epochs": args.kl_warmup_epochs,
+        "init_log_variance": args.init_log_variance,
+        "train_subset": args.train_subset,
+        "threshold": args.threshold,
+        "num_samples": args.num_samples,
+        "num_train": len(train_set),
+    }
+    if args.resume:
+        _check_resumable(args, payload, saved, settings)
+    if args.method == "sparse-vd" and args.epochs < args.kl_warmup_epochs:
+        source = "--kl-warmup-epochs" if warmup_given else f"the default for {splits.name}"
+        print(
+            f"pyro-bnn: warning: --epochs {args.epochs} is shorter than the KL warm-up of "
+            f"{args.kl_warmup_epochs:g} epochs ({source}): the KL never reaches full weight, so "
+            "the result is not the ELBO's posterior",
+            file=sys.stderr,
+        )
+    # Everything is checked; from here on the output directory changes.
+    if args.overwrite or args.resume:
+        _remove_outputs(args.output, keep=(CHECKPOINT,) if args.resume else ())
     os.makedirs(args.output, exist_ok=True)
     torch.manual_seed(args.seed)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
 
     result: dict = {
-        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
+        "command": settings["command"],
         "method": args.method,
         "arch": args.arch,
         "data": splits.name,
@@ -240,6 +537,7 @@ def train(args) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
     }
+    checkpoint = os.path.join(args.output, CHECKPOINT)
     started = time.perf_counter()
     scheduler = _scheduler(args.lr_schedule, args.epochs)
     if args.method == "deterministic":
@@ -254,12 +552,16 @@ def train(args) -> dict:
         )
         result["train_seconds"] = time.perf_counter() - started
         probs = predict_deterministic(net, x_test)
-        atomic_save({"format": "pyro-bnn-network/1", "network": net.state_dict()},
-                    os.path.join(args.output, "checkpoint.pt"))  # fmt: skip
+        network = {"format": NETWORK_FORMAT, "network": net.state_dict(), "run": settings}
+        atomic_save({**network, "history": history}, checkpoint)
         result["history"] = history
     else:
-        if args.pretrain_epochs:
-            result["pretrain_history"] = train_deterministic(
+        if args.resume:
+            # The checkpoint holds the trained guide; pretraining happened before it was made.
+            pretrain_history = list(payload["extra"].get("pretrain_history", []))
+            result["resumed_from_epoch"] = payload["epoch"]
+        elif args.pretrain_epochs:
+            pretrain_history = train_deterministic(
                 net,
                 loader,
                 epochs=args.pretrain_epochs,
@@ -267,69 +569,117 @@ def train(args) -> dict:
                 seed=args.seed,
                 progress=not args.quiet,
             )
-        model = BayesianNetwork(
-            net,
-            CategoricalLikelihood(len(train_set), splits.num_classes),
-            input_shape=splits.input_shape,
-        )
-        guide = AutoMeanFieldNormal(
-            model, pretrained=model.initial_values, init_log_variance=args.init_log_variance
-        )
-        records = fit(
-            model,
-            guide,
-            loader,
-            epochs=args.epochs,
-            lr=args.lr,
-            seed=args.seed,
-            kl_warmup_epochs=args.kl_warmup_epochs,
-            scheduler=scheduler,
-            checkpoint=os.path.join(args.output, "checkpoint.pt"),
-            progress=not args.quiet,
-        )
-        result["train_seconds"] = time.perf_counter() - started
-        result["history"] = [vars(record) for record in records]
-        # Convolutional feature maps are large: bound the examples of one vectorized pass.
-        convolutional = any(isinstance(module, torch.nn.Conv2d) for module in net.modules())
-        batch = max(1, CONV_EXAMPLES_PER_PASS // args.num_samples) if convolutional else 1000
-        prediction = predict(model, guide, x_test, num_samples=args.num_samples, batch_size=batch)
-        probs = prediction.probs
-        result["mean_mutual_information"] = prediction.mutual_information.mean().item()
-        masks = prune(guide, args.threshold)
-        report = compression_report(masks)
-        point = PointGuide(pruned_posterior_mean(guide, masks))
-        pruned_probs = predict(model, point, x_test, num_samples=1).probs
-        result["pruned"] = {
-            "threshold": args.threshold,
-            "error": 1.0 - quality.accuracy(pruned_probs, y_test),
-            "sparsity_per_layer": report.sparsity_per_layer(),
-            **report.as_dict(),
-        }
-        log_alpha = {name: value.detach() for name, value in guide.log_alpha().items()}
+        else:
+            pretrain_history = []
+        if pretrain_history:
+            result["pretrain_history"] = pretrain_history
+        # A private parameter store: PyroModules take parameters of equal names from the
+        # store, and this process may have trained another network before.
+        import pyro
+
+        with pyro.get_param_store().scope():
+            model, guide = _bayesian(net, len(train_set), splits, args.init_log_variance)
+            records = _fit_reporting_collapse(
+                model,
+                guide,
+                loader,
+                epochs=args.epochs,
+                lr=args.lr,
+                seed=args.seed,
+                kl_warmup_epochs=args.kl_warmup_epochs,
+                scheduler=scheduler,
+                checkpoint=checkpoint,
+                resume=args.resume,
+                checkpoint_extra={"run": settings, "pretrain_history": pretrain_history},
+                progress=not args.quiet,
+            )
+            result["train_seconds"] = time.perf_counter() - started
+            result["history"] = [vars(record) for record in records]
+            probs, evaluation, log_alpha, masks = _evaluate_bayesian(
+                model, guide, net, x_test, y_test, args.num_samples, args.threshold
+            )
+        result.update(evaluation)
         plots.log_alpha_histogram(log_alpha, args.threshold, os.path.join(args.output,
                                   "log_alpha_histogram.png"))  # fmt: skip
         plots.weight_masks(masks, os.path.join(args.output, "weight_mask.png"))
-    result["test"] = {
-        "error": 1.0 - quality.accuracy(probs, y_test),
-        "accuracy": quality.accuracy(probs, y_test),
-        "nll": quality.negative_log_likelihood(probs, y_test),
-        "ece": quality.expected_calibration_error(probs, y_test),
-    }
+    result["test"] = _test_metrics(probs, y_test)
     plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
-    with open(os.path.join(args.output, ".metrics.json.tmp"), "w") as file:
-        json.dump(result, file, indent=2)
-    os.replace(
-        os.path.join(args.output, ".metrics.json.tmp"), os.path.join(args.output, "metrics.json")
-    )
+    _write_json(os.path.join(args.output, "metrics.json"), result)
     result["output"] = args.output
+    result["wrote"] = f"{args.output}/metrics.json, {CHECKPOINT} and plots"
+    return result
+
+
+def evaluate(args) -> dict:
+    """Run ``pyro-bnn evaluate`` with parsed arguments; returns what it wrote to
+    ``evaluation.json``."""
+    from pyro_bnn.baselines import predict_deterministic
+    from pyro_bnn.infer import load_checkpoint
+
+    for name in ("num_samples", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be finite, got {args.threshold}")
+    payload, run = _read_run(args.output)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = _load_data(run["data"], args.data_root)
+    x_test, y_test = splits.test.tensors
+    net = _network(run["arch"], splits.input_shape, splits.num_classes)
+    path = os.path.join(args.output, CHECKPOINT)
+    result: dict = {
+        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
+        "checkpoint": path,
+        "run_command": run.get("command"),
+        "method": run["method"],
+        "arch": run["arch"],
+        "data": splits.name,
+        "num_test": len(x_test),
+    }
+    if payload["format"] == NETWORK_FORMAT:
+        net.load_state_dict(payload["network"])
+        result["epochs"] = len(payload.get("history", [])) or run.get("epochs")
+        probs = predict_deterministic(net, x_test)
+    else:
+        import pyro
+
+        num_samples = args.num_samples or run.get("num_samples", 100)
+        threshold = run.get("threshold", 3.0) if args.threshold is None else args.threshold
+        with pyro.get_param_store().scope():
+            model, guide = _bayesian(
+                net, run.get("num_train", 1), splits, run.get("init_log_variance", -9.0)
+            )
+            with torch.no_grad():
+                # Creates the guide's parameters; two examples, as BatchNorm refuses one.
+                guide(x_test[:2], y_test[:2])
+            state = load_checkpoint(path, model=model, guide=guide)
+            probs, evaluation, _, _ = _evaluate_bayesian(
+                model, guide, net, x_test, y_test, num_samples, threshold
+            )
+        result["epochs"] = state["epoch"]
+        result["num_samples"] = num_samples
+        if "interrupted" in state["extra"]:
+            result["interrupted"] = state["extra"]["interrupted"]
+        result.update(evaluation)
+    result["test"] = _test_metrics(probs, y_test)
+    _write_json(os.path.join(args.output, "evaluation.json"), result)
+    result["output"] = args.output
+    result["wrote"] = f"{args.output}/evaluation.json"
     return result
 
 
 def _print_summary(result: dict) -> None:
     test = result["test"]
+    first = f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs"
+    if "train_seconds" in result:
+        first += f", {result['train_seconds']:.0f} s of training"
+    if "interrupted" in result:
+        where = result["interrupted"]
+        first += f" (interrupted in epoch {where['epoch']} after step {where['step']})"
     lines = [
-        f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs, "
-        f"{result['train_seconds']:.0f} s of training",
+        first,
         f"test error {100 * test['error']:.2f}%  NLL {test['nll']:.4f}  ECE {test['ece']:.4f}",
     ]
     if "pruned" in result:
@@ -339,7 +689,7 @@ def _print_summary(result: dict) -> None:
             f"sparsity per layer {pruned['sparsity_per_layer']} %, "
             f"|W|/|W!=0| = {pruned['compression_ratio']:.1f}"
         )
-    lines.append(f"wrote {result['output']}/metrics.json, checkpoint.pt and plots")
+    lines.append(f"wrote {result['wrote']}")
     print("\n".join(lines))
 
 

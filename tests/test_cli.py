@@ -2,6 +2,10 @@ import contextlib
 import io
 import json
 import math
+import os
+import pickle
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +15,7 @@ import torch
 
 import pyro_bnn.infer
 from pyro_bnn.cli import main
-from pyro_bnn.infer import predict
+from pyro_bnn.infer import fit, predict
 from pyro_bnn.models import lenet_300_100
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,14 +44,23 @@ def check_png(path):
 @pytest.fixture(scope="module")
 def sparse_vd_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("cli") / "run"
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main([*QUICK, "--output", str(output)])
-    return code, output, stdout.getvalue()
+    return code, output, stdout.getvalue(), stderr.getvalue()
+
+
+def contents(directory):
+    """Every file of ``directory`` with its bytes."""
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def copy_run(sparse_vd_run, tmp_path):
+    return Path(shutil.copytree(sparse_vd_run[1], tmp_path / "run"))
 
 
 def test_train_sparse_vd(sparse_vd_run):
-    code, output, stdout = sparse_vd_run
+    code, output, stdout, _ = sparse_vd_run
     assert code == 0
     assert stdout.startswith("sparse-vd lenet-300-100 on digits, 2 epochs")
     assert "pruned (log alpha > 3): error" in stdout and "|W|/|W!=0| = " in stdout
@@ -63,7 +76,7 @@ def test_train_sparse_vd(sparse_vd_run):
 
 
 def test_train_sparse_vd_metrics(sparse_vd_run):
-    _, output, _ = sparse_vd_run
+    _, output, _, _ = sparse_vd_run
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["method"] == "sparse-vd" and metrics["arch"] == "lenet-300-100"
     assert metrics["data"] == "digits"
@@ -96,12 +109,20 @@ def test_train_sparse_vd_metrics(sparse_vd_run):
 
 
 def test_train_sparse_vd_checkpoint(sparse_vd_run):
-    _, output, _ = sparse_vd_run
+    _, output, _, _ = sparse_vd_run
     checkpoint = torch.load(output / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 2
     assert len(checkpoint["history"]) == 2
     assert checkpoint["model"]["net.fc1.bias"].shape == (300,)
-    assert any(key.endswith("fc1.weight") for key in checkpoint["guide"])
+    assert checkpoint["guide"]
+    # The options of the run, for --resume and evaluate.
+    run = checkpoint["extra"]["run"]
+    assert run["command"] == "pyro-bnn " + " ".join([*QUICK, "--output", str(output)])
+    assert (run["method"], run["arch"], run["data"], run["epochs"]) == (
+        "sparse-vd", "lenet-300-100", "digits", 2
+    )  # fmt: skip
+    assert (run["batch_size"], run["lr"], run["kl_warmup_epochs"]) == (64, 3e-3, 10.0)
+    assert run["num_train"] == 256 and run["train_subset"] == 256
 
 
 def test_train_deterministic(tmp_path, capsys):
@@ -255,3 +276,229 @@ def test_console_script_help():
     assert result.stdout.startswith("usage: pyro-bnn train")
     for option in ("--method", "--arch", "--data", "--train-subset", "--threshold"):
         assert option in result.stdout
+
+
+def test_warmup_longer_than_the_run_is_reported(sparse_vd_run):
+    _, _, _, stderr = sparse_vd_run
+    warning = (
+        "pyro-bnn: warning: --epochs 2 is shorter than the KL warm-up of 10 epochs (the default "
+        "for digits): the KL never reaches full weight, so the result is not the ELBO's "
+        "posterior\n"
+    )
+    assert stderr == warning
+
+
+def test_existing_run_is_refused_and_left_alone(sparse_vd_run, capsys):
+    output = sparse_vd_run[1]
+    before = contents(output)
+    assert main([*QUICK, "--output", str(output)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"pyro-bnn: error: {output} already holds a run (metrics.json and checkpoint.pt); pass "
+        "--overwrite to replace it or --resume to continue it, or choose another --output\n"
+    )
+    assert captured.out == ""
+    assert contents(output) == before
+
+
+def test_overwrite_removes_the_old_runs_files_only(sparse_vd_run, tmp_path, capsys):
+    output = copy_run(sparse_vd_run, tmp_path)
+    (output / "notes.txt").write_text("mine")
+    (output / "evaluation.json").write_text("{}")
+    arguments = ["--method", "deterministic", "--output", output, "--overwrite"]
+    assert main([*QUICK, *arguments]) == 0
+    assert capsys.readouterr().err == ""  # the deterministic baseline has no KL to warm up
+    # No sparse-VD plots or evaluation of the old run are left next to the new run's files.
+    assert sorted(p.name for p in output.iterdir()) == [
+        "checkpoint.pt",
+        "metrics.json",
+        "notes.txt",
+        "training_curves.png",
+    ]
+    assert (output / "notes.txt").read_text() == "mine"
+
+    # evaluate gives the deterministic network's test metrics again, without touching them.
+    metrics = (output / "metrics.json").read_bytes()
+    assert main(["evaluate", "--output", output]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("deterministic lenet-300-100 on digits, 2 epochs\ntest error ")
+    assert out.endswith(f"wrote {output}/evaluation.json\n")
+    evaluation = json.loads((output / "evaluation.json").read_text())
+    assert evaluation["test"] == json.loads(metrics)["test"]
+    assert (output / "metrics.json").read_bytes() == metrics
+
+
+def test_evaluate_a_sparse_vd_run(sparse_vd_run, tmp_path, capsys):
+    output = copy_run(sparse_vd_run, tmp_path)
+    before = contents(output)
+    assert main(["evaluate", "--output", output, "--num-samples", "20"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "sparse-vd lenet-300-100 on digits, 2 epochs"
+    assert out[1].startswith("test error ") and out[2].startswith("pruned (log alpha > 3): ")
+    assert out[3] == f"wrote {output}/evaluation.json"
+    # Nothing of the run changed; evaluation.json is the one new file.
+    assert contents(output).items() >= before.items()
+    assert set(contents(output)) == set(before) | {"evaluation.json"}
+    evaluation = json.loads((output / "evaluation.json").read_text())
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert evaluation["num_samples"] == 20 and evaluation["epochs"] == 2
+    assert set(evaluation["test"]) == {"error", "accuracy", "nll", "ece"}
+    # The pruned network is deterministic: the rebuilt run gives the very same numbers.
+    assert evaluation["pruned"] == metrics["pruned"]
+
+
+def _torch_save(path, value):
+    torch.save(value, path)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+UNREADABLE = "is not a readable pyro-bnn checkpoint"
+
+
+@pytest.mark.parametrize(
+    "prepare, message",
+    [
+        (None, "holds no run: there is no checkpoint.pt in it"),
+        (lambda path: path.write_bytes(b"not a checkpoint"), UNREADABLE),
+        (lambda path: _torch_save(path, {"w": torch.zeros(2)}), "is not a pyro-bnn checkpoint"),
+        (lambda path: path.write_bytes(pickle.dumps(_RunsCode())), UNREADABLE),
+        (lambda path: _torch_save(path, {"format": "pyro-bnn-network/1", "network": {}}),
+         "does not record the options of its run"),
+    ],
+)  # fmt: skip
+def test_evaluate_refuses_a_directory_without_a_run(tmp_path, capsys, prepare, message):
+    output = tmp_path / "run"
+    output.mkdir()
+    if prepare is not None:
+        prepare(output / "checkpoint.pt")
+    assert main(["evaluate", "--output", output]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("pyro-bnn: error: ") and message in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert "this must never run" not in captured.out
+    assert not (output / "evaluation.json").exists()
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_architecture(sparse_vd_run, tmp_path, capsys):
+    output = copy_run(sparse_vd_run, tmp_path)
+    checkpoint = torch.load(output / "checkpoint.pt", weights_only=True)
+    checkpoint["extra"]["run"]["arch"] = "lenet-5-caffe"
+    checkpoint["extra"]["run"]["data"] = "fashion-mnist"
+    torch.save(checkpoint, output / "checkpoint.pt")
+    root = tmp_path / "fashion-mnist"
+    assert main(["evaluate", "--output", output, "--data-root", root]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-bnn: error: Fashion-MNIST file") and err.count("\n") == 1
+
+
+def test_resume_checks_the_options_then_continues(sparse_vd_run, tmp_path, capsys):
+    output = copy_run(sparse_vd_run, tmp_path)
+    before = contents(output)
+    for arguments, message in [
+        (["--seed", "1"], "--resume: the options must match the run saved in "),
+        (["--lr", "0.01", "--batch-size", "32"], "--batch-size is 32 here but 64 there; --lr is "
+                                                 "0.01 here but 0.003 there"),
+        (["--epochs", "1"], "--epochs 1 is fewer than the 2 epochs the run in"),
+        (["--method", "deterministic"], "--resume continues sparse-VD runs"),
+    ]:  # fmt: skip
+        assert main([*QUICK, "--output", output, "--resume", *arguments]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert contents(output) == before
+    assert main([*QUICK, "--output", tmp_path / "empty", "--resume"]) == 2
+    assert "holds no checkpoint.pt to continue from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*QUICK, "--output", output, "--resume", "--overwrite"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+    arguments = [*QUICK, "--output", output, "--resume"]
+    arguments[arguments.index("--epochs") + 1] = "3"
+    assert main(arguments) == 0
+    assert "3 epochs" in capsys.readouterr().out
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert [record["epoch"] for record in metrics["history"]] == [1, 2, 3]
+    assert metrics["history"][:2] == json.loads(before["metrics.json"])["history"]
+    assert metrics["resumed_from_epoch"] == 2
+    assert torch.load(output / "checkpoint.pt", weights_only=True)["epoch"] == 3
+
+
+class InterruptingLoader:
+    """A DataLoader that sends SIGINT to this process while batch ``step`` of epoch ``epoch``
+    loads; epoch 0 is the pass in which fit draws a batch to set up the guide."""
+
+    def __init__(self, data, epoch, step):
+        self.data, self.at, self.passes = data, (epoch, step), 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __iter__(self):
+        self.passes += 1
+        for step, batch in enumerate(self.data):
+            if (self.passes - 1, step) == self.at:
+                # Only under fit's handler: Python's default one would stop the test session.
+                assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(tmp_path, monkeypatch, capsys):
+    output = tmp_path / "run"
+
+    def interrupted_fit(model, guide, data, **kwargs):
+        return fit(model, guide, InterruptingLoader(data, epoch=2, step=1), **kwargs)
+
+    monkeypatch.setattr(pyro_bnn.infer, "fit", interrupted_fit)
+    assert main([*QUICK, "--output", output]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"pyro-bnn: interrupted at epoch 2, step 1; checkpoint written to {output}/checkpoint.pt; "
+        "continue with --resume"
+    )
+    assert "Traceback" not in err
+    assert sorted(p.name for p in output.iterdir()) == ["checkpoint.pt"]
+    checkpoint = torch.load(output / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["extra"]["interrupted"] == {"epoch": 2, "step": 1}
+
+    # evaluate says what it looks at; then --resume restarts epoch 2 and finishes the run.
+    assert main(["evaluate", "--output", output, "--num-samples", "2"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "sparse-vd lenet-300-100 on digits, 1 epochs (interrupted in epoch 2 after step 1)\n"
+    )
+    monkeypatch.undo()
+    without_epochs = [arg for arg in QUICK if arg not in ("--epochs", "2")]  # the saved run's 2
+    assert main([*without_epochs, "--output", output, "--resume"]) == 0
+    assert sorted(p.name for p in output.iterdir()) == [
+        "checkpoint.pt",
+        "log_alpha_histogram.png",
+        "metrics.json",
+        "training_curves.png",
+        "weight_mask.png",
+    ]  # the evaluation of the interrupted checkpoint is stale now
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert [record["epoch"] for record in metrics["history"]] == [1, 2]
+    assert metrics["resumed_from_epoch"] == 1
+
+
+def test_collapsed_posterior_is_reported_on_stderr(tmp_path, capsys):
+    # Variances so large that every weight's log alpha starts above the threshold.
+    arguments = [
+        "--output",
+        tmp_path / "run",
+        "--init-log-variance",
+        "4",
+        "--kl-warmup-epochs",
+        "0",
+    ]
+    assert main([*QUICK, *arguments]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("pyro-bnn: warning: the posterior has collapsed: all 50200 weights ")
+    assert err[0].endswith(
+        "(on the command line: --kl-warmup-epochs, --pretrain-epochs, --init-log-variance)"
+    )

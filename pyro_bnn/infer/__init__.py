@@ -1,7 +1,8 @@
 """Inference: the ELBO, the training loop, checkpoints and the posterior predictive."""
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, save_checkpoint
-from .fit import EpochRecord, NonFiniteLossError, check_batch, fit
+from .collapse import PosteriorCollapseWarning
+from .fit import EpochRecord, NonFiniteLossError, TrainingInterrupted, check_batch, fit
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
 from .predict import ClassificationPrediction, RegressionPrediction, predict
 from .trace_kl_elbo import TraceKL_ELBO
@@ -13,8 +14,10 @@ __all__ = [
     "EpochRecord",
     "KLWeight",
     "NonFiniteLossError",
+    "PosteriorCollapseWarning",
     "RegressionPrediction",
     "TraceKL_ELBO",
+    "TrainingInterrupted",
     "blundell_weight",
     "check_batch",
     "fit",

@@ -1,25 +1,48 @@
 """``fit``: stochastic variational inference over a DataLoader, with the conveniences of a
-training loop (progress bar, per-epoch report, KL schedules, checkpoints, a NaN guard)."""
+training loop (progress bar, per-epoch report, KL schedules, checkpoints, a NaN guard, a warning
+when the posterior collapses, and Ctrl-C that stops after the current step with a checkpoint).
+
+Ctrl-C (SIGINT) during :func:`fit` in the main thread does not abort the step in progress: a
+handler installed for the duration of the call notes the request, the step finishes, the
+checkpoint is written (when ``checkpoint=`` is given) and :class:`TrainingInterrupted`, a
+``KeyboardInterrupt``, is raised.  ``fit(..., resume=True)`` then continues from the checkpoint,
+restarting the interrupted epoch from its first batch with the parameters of the last finished
+step.  A second Ctrl-C stops at once, as it would without the handler.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import pyro
 import torch
 from pyro.infer import ELBO
+from pyro.optim import PyroOptim
 from torch import nn
 from tqdm import tqdm
 
 from pyro_bnn.util import all_finite
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .collapse import (
+    ConstantPredictor,
+    PosteriorCollapseWarning,
+    collapse_message,
+    collapse_symptoms,
+)
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
+from .optimizers import TrainingOptimizer, check_optimizer_argument, make_optimizer
 from .trace_kl_elbo import TraceKL_ELBO
+
+#: The key of a checkpoint's ``extra`` that marks where Ctrl-C stopped training.
+INTERRUPTED_KEY = "interrupted"
 
 
 @dataclass
@@ -30,7 +53,8 @@ class EpochRecord:
     data set, with the KL weight applied); ``data`` the mean expected log-likelihood of the
     data set, ``E_q[log p(y | x, w)]`` (the plate scales each batch by ``N / B``); ``kl`` the
     KL divergence from the guide to the prior, without the KL weight; ``kl_weight`` the mean
-    weight applied to it; ``lr`` the learning rate the epoch ran with.
+    weight applied to it; ``lr`` the learning rate of the epoch's last step (with a
+    ``pyro.optim`` optimizer, the largest of its per-parameter rates).
     """
 
     epoch: int
@@ -44,6 +68,70 @@ class EpochRecord:
 
 class NonFiniteLossError(FloatingPointError):
     """The ELBO or its gradient became NaN or infinite; no parameter was updated by that step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :func:`fit` between two optimizer steps.
+
+    :ivar epoch: the epoch (from 1) that was interrupted.
+    :ivar step: how many of its steps had finished (0: it stopped before the epoch's first).
+    :ivar checkpoint: the checkpoint written at the interruption, or ``None`` without
+        ``checkpoint=``; ``fit(..., resume=True)`` continues from it, restarting ``epoch``.
+    :ivar history: the :class:`EpochRecord` of every epoch that finished.
+    """
+
+    def __init__(self, epoch: int, step: int, checkpoint: str | None, history: list[EpochRecord]):
+        self.epoch, self.step, self.checkpoint, self.history = epoch, step, checkpoint, history
+        if checkpoint is not None:
+            where = f"checkpoint written to {checkpoint}; continue with resume=True"
+        else:
+            where = "no checkpoint= was given; the model and guide hold that step's parameters"
+        super().__init__(f"training interrupted at epoch {epoch}, step {step}; {where}")
+
+
+class _Stopped(Exception):
+    """Raised inside an epoch when Ctrl-C was pressed; ``steps`` of it had finished."""
+
+    def __init__(self, steps: int):
+        super().__init__(steps)
+        self.steps = steps
+
+
+class _InterruptRequest:
+    """For the duration of a ``with`` block in the main thread, Ctrl-C sets :attr:`requested`
+    instead of raising ``KeyboardInterrupt``; a second Ctrl-C raises it at once.
+
+    Python runs signal handlers in the main thread only, and only the main thread may install
+    one, so elsewhere this does nothing.  Where SIGINT is ignored (a background job), it stays
+    ignored.  The previous handler comes back when the block ends, whatever ends it.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        self._installed = False
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _InterruptRequest:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+                self._installed = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._installed:
+            # None: the previous handler was not installed from Python; the default is the
+            # closest one Python can restore.
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGINT, previous)
+            self._installed = False
 
 
 def _batch_arguments(batch) -> tuple:
@@ -90,14 +178,6 @@ def default_optimizer(parameters: Iterable[nn.Parameter], lr: float) -> torch.op
         return torch.optim.Adam(parameters, lr=lr)
 
 
-def _make_optimizer(optimizer, parameters: list[nn.Parameter], lr: float):
-    if optimizer is None:
-        return default_optimizer(parameters, lr)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    return optimizer(parameters)
-
-
 def _parameters(*modules) -> list[nn.Parameter]:
     seen, result = set(), []
     for module in modules:
@@ -123,7 +203,7 @@ def fit(
     epochs: int,
     elbo: ELBO | None = None,
     lr: float = 1e-3,
-    optimizer: torch.optim.Optimizer | Callable | None = None,
+    optimizer: torch.optim.Optimizer | PyroOptim | Callable | None = None,
     scheduler: Callable | None = None,
     kl_warmup_epochs: float = 0.0,
     kl_reweighting: str = "uniform",
@@ -131,6 +211,7 @@ def fit(
     seed: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
+    checkpoint_extra: dict | None = None,
     callback: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
 ) -> list[EpochRecord]:
@@ -142,6 +223,11 @@ def fit(
     model and the guide.  The KL is scaled by the data-set size through the model's plate,
     never by the batch size.
 
+    At the end, a :class:`~pyro_bnn.infer.collapse.PosteriorCollapseWarning` says whether the
+    posterior collapsed: after at least 100 steps, the last epoch's expected log-likelihood per
+    example is no better than a constant predictor's (for the likelihoods of
+    :mod:`pyro_bnn.models`), or the guide's ``log_alpha()`` would prune every weight.
+
     :param model: a Pyro model called as ``model(*batch)``; an ``nn.Module``
         (``PyroModule``), whose deterministic parameters are trained too.
     :param guide: a guide ``nn.Module`` (e.g. :class:`~pyro_bnn.guides.AutoMeanFieldNormal`).
@@ -152,11 +238,16 @@ def fit(
     :param elbo: a Pyro ELBO: ``TraceKL_ELBO()`` (default), ``Trace_ELBO()``,
         ``TraceMeanField_ELBO()``, ``RenyiELBO()``...
     :param lr: learning rate of the default optimizer, ``torch.optim.Adam`` (fused where the
-        parameters' device and dtype allow it).
-    :param optimizer: an optimizer over ``model`` and ``guide`` parameters, or a factory
-        ``parameters -> Optimizer``.
+        parameters' device and dtype allow it); ignored when ``optimizer`` is given.
+    :param optimizer: a ``torch.optim.Optimizer`` over ``model`` and ``guide`` parameters (the
+        guide's exist once it has seen a batch), a factory ``parameters -> Optimizer``, or a
+        ``pyro.optim`` optimizer (``pyro.optim.Adam({"lr": 1e-2})``, ``ClippedAdam``, or a
+        ``PyroLRScheduler`` such as ``pyro.optim.StepLR``, stepped once per epoch); see
+        :mod:`pyro_bnn.infer.optimizers`.  Anything else is refused before any parameter
+        changes.
     :param scheduler: a factory ``optimizer -> torch.optim.lr_scheduler.LRScheduler``,
-        stepped once per epoch (``lambda opt: CosineAnnealingLR(opt, T_max=epochs)``).
+        stepped once per epoch (``lambda opt: CosineAnnealingLR(opt, T_max=epochs)``;
+        ``ReduceLROnPlateau`` gets the epoch's mean loss).  Torch optimizers only.
     :param kl_warmup_epochs: scale the KL linearly from 0 to 1 over this many epochs.
     :param kl_reweighting: ``"uniform"`` (every mini-batch weighs the KL equally) or
         ``"blundell"`` (Bayes by Backprop's geometric weights over an epoch's mini-batches).
@@ -164,13 +255,20 @@ def fit(
     :param seed: seeds torch and Pyro first, making a CPU run exactly repeatable (including the
         DataLoader's shuffling when it uses the global generator).
     :param checkpoint: write a checkpoint of model, guide, optimizer and history to this path
-        after every epoch (atomically).
-    :param resume: continue from ``checkpoint`` if the file exists.
+        after every epoch (atomically), and when Ctrl-C stops training.  A checkpoint written
+        at an interruption counts the finished epochs only and marks the interrupted one in
+        ``extra["interrupted"] = {"epoch": e, "step": s}``.
+    :param resume: continue from ``checkpoint`` if the file exists; an interrupted epoch starts
+        again from its first batch, with the parameters of its last finished step.
+    :param checkpoint_extra: more weights-only-safe data stored in every checkpoint's
+        ``extra`` (a run's settings, say); the key ``"interrupted"`` is fit's.
     :param callback: called with each :class:`EpochRecord`.
     :param progress: show a tqdm progress bar.
     :returns: one :class:`EpochRecord` per epoch (including resumed epochs).
     :raises NonFiniteLossError: the loss or gradient became NaN/inf; the parameters keep their
         values from before the failing step.
+    :raises TrainingInterrupted: Ctrl-C was pressed (main thread only); the step in progress
+        finished and the checkpoint was written first.
     """
     if not (isinstance(epochs, int) and epochs >= 0):
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -187,6 +285,9 @@ def fit(
             )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if checkpoint_extra is not None and INTERRUPTED_KEY in checkpoint_extra:
+        raise ValueError(f"checkpoint_extra: the key {INTERRUPTED_KEY!r} is reserved for fit")
+    check_optimizer_argument(optimizer, scheduler)
     if seed is not None:
         pyro.set_rng_seed(seed)
     elbo = TraceKL_ELBO() if elbo is None else elbo
@@ -210,8 +311,10 @@ def fit(
         with torch.no_grad():
             guide(*first)  # creates the guide's parameters from the model's structure
         parameters = _parameters(model, guide)
-        optimizer = _make_optimizer(optimizer, parameters, lr)
-        lr_scheduler = scheduler(optimizer) if scheduler is not None else None
+        if optimizer is None:
+            optimizer = default_optimizer(parameters, lr)
+        trainer = make_optimizer(optimizer, parameters, guide)
+        lr_scheduler = scheduler(trainer.optimizer) if scheduler is not None else None
 
         history: list[EpochRecord] = []
         start = 0
@@ -220,112 +323,191 @@ def fit(
                 checkpoint,
                 model=model,
                 guide=guide,
-                optimizer=optimizer,
+                optimizer=trainer.checkpointed,
                 scheduler=lr_scheduler,
                 restore_rng=True,
             )
             start = state["epoch"]
             history = [EpochRecord(**record) for record in state["history"]]
 
+        def save(finished: int, interrupted: dict | None = None) -> None:
+            extra = dict(checkpoint_extra or {})
+            if interrupted is not None:
+                extra[INTERRUPTED_KEY] = interrupted
+            save_checkpoint(
+                checkpoint,
+                model=model,
+                guide=guide,
+                optimizer=trainer.checkpointed,
+                scheduler=lr_scheduler,
+                epoch=finished,
+                history=[asdict(r) for r in history],
+                extra=extra,
+            )
+
+        def stop(epoch: int, steps: int) -> TrainingInterrupted:
+            if checkpoint is not None:
+                save(len(history), {"epoch": epoch, "step": steps})
+            path = os.fspath(checkpoint) if checkpoint is not None else None
+            return TrainingInterrupted(epoch, steps, path, list(history))
+
         total = (epochs - start) * num_steps if num_steps else None
         bar = tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True)
+        interrupt = _InterruptRequest()
+        training = _Training(
+            model, guide, weighted_model, weighted_guide, elbo, kl_weight, trainer, parameters,
+            num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar, interrupt,
+        )  # fmt: skip
+        # The constant predictor the last epoch's data term is compared with.
+        baseline = ConstantPredictor.for_model(model)
         try:
-            for epoch in range(start, epochs):
-                record = _run_epoch(
-                    epoch, model, guide, weighted_model, weighted_guide, data, elbo, kl_weight,
-                    optimizer, parameters, num_steps, kl_warmup_epochs, kl_reweighting,
-                    max_grad_norm, bar,
-                )  # fmt: skip
-                if lr_scheduler is not None:
-                    lr_scheduler.step()
-                history.append(record)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{record.loss:.4g}", kl=f"{record.kl:.4g}")
-                if checkpoint is not None:
-                    save_checkpoint(
-                        checkpoint,
-                        model=model,
-                        guide=guide,
-                        optimizer=optimizer,
-                        scheduler=lr_scheduler,
-                        epoch=epoch + 1,
-                        history=[asdict(r) for r in history],
+            with interrupt:
+                for epoch in range(start, epochs):
+                    last = epoch == epochs - 1
+                    try:
+                        record = training.run_epoch(epoch, data, baseline if last else None)
+                    except _Stopped as stopped:
+                        raise stop(epoch + 1, stopped.steps) from None
+                    trainer.end_epoch(record.loss)
+                    if lr_scheduler is not None:
+                        if isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                            lr_scheduler.step(record.loss)
+                        else:
+                            lr_scheduler.step()
+                    history.append(record)
+                    bar.set_postfix(
+                        epoch=epoch + 1, loss=f"{record.loss:.4g}", kl=f"{record.kl:.4g}"
                     )
-                if callback is not None:
-                    callback(record)
+                    if checkpoint is not None:
+                        save(epoch + 1)
+                    if callback is not None:
+                        callback(record)
+                if interrupt.requested:
+                    # Ctrl-C during the last epoch's checkpoint or callback: training is
+                    # complete and saved, but the caller asked to stop.
+                    raise TrainingInterrupted(
+                        epochs,
+                        training.steps,
+                        os.fspath(checkpoint) if checkpoint is not None else None,
+                        list(history),
+                    )
         finally:
             bar.close()
+        if epochs > start:
+            steps = training.total_steps + start * (num_steps or 0)
+            symptoms = collapse_symptoms(history[-1].data, steps, baseline, guide)
+            if symptoms:
+                warnings.warn(collapse_message(symptoms), PosteriorCollapseWarning, stacklevel=2)
     return history
 
 
-def _stop(optimizer, what: str, epoch: int, step: int, remedies: str):
-    optimizer.zero_grad(set_to_none=True)
+def _stop(optimizer: TrainingOptimizer, what: str, epoch: int, step: int, remedies: str):
+    optimizer.zero_grad()
     raise NonFiniteLossError(
         f"{what} at epoch {epoch + 1}, step {step + 1}; no parameter was changed by this "
         f"step. Try a smaller learning rate, {remedies}."
     )
 
 
-def _run_epoch(
-    epoch, model, guide, weighted_model, weighted_guide, data, elbo, kl_weight, optimizer,
-    parameters, num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar,
-) -> EpochRecord:  # fmt: skip
-    started = time.perf_counter()
-    losses, data_terms, kls, weights = [], [], [], []
-    step = -1
-    args = ()
-    for step, batch in enumerate(data):
-        args = _batch_arguments(batch)
-        check_batch(model, args)
-        progress = epoch + (step / num_steps if num_steps else 0.0)
-        weight = warmup_weight(progress, kl_warmup_epochs)
-        if kl_reweighting == "blundell":
-            weight *= blundell_weight(step, num_steps)
-        kl_weight.weight = weight
+@dataclass
+class _Training:
+    """What stays fixed across the epochs of one :func:`fit` call."""
 
-        optimizer.zero_grad(set_to_none=True)
-        if hasattr(elbo, "differentiable_loss"):
-            surrogate = elbo.differentiable_loss(weighted_model, weighted_guide, *args)
-            loss = surrogate.item()
-            if math.isfinite(loss):
-                surrogate.backward()
+    model: nn.Module
+    guide: nn.Module
+    weighted_model: Callable
+    weighted_guide: Callable
+    elbo: ELBO
+    kl_weight: KLWeight
+    optimizer: TrainingOptimizer
+    parameters: list[nn.Parameter]
+    num_steps: int | None
+    kl_warmup_epochs: float
+    kl_reweighting: str
+    max_grad_norm: float | None
+    bar: tqdm
+    interrupt: _InterruptRequest
+    steps: int = 0  #: steps taken by the latest epoch
+    total_steps: int = 0  #: steps taken by this call
+
+    def run_epoch(self, epoch: int, data: Iterable, baseline: ConstantPredictor | None):
+        """One pass over ``data``; feeds each batch's targets to ``baseline`` when given.
+
+        :raises _Stopped: Ctrl-C was pressed; checked before each step and after it.
+        """
+        started = time.perf_counter()
+        losses, data_terms, kls, weights = [], [], [], []
+        num_steps, optimizer, parameters = self.num_steps, self.optimizer, self.parameters
+        self.steps = 0
+        args = ()
+        for step, batch in enumerate(data):
+            if self.interrupt.requested:  # pressed while the batch was loading
+                raise _Stopped(step)
+            args = _batch_arguments(batch)
+            check_batch(self.model, args)
+            progress = epoch + (step / num_steps if num_steps else 0.0)
+            weight = warmup_weight(progress, self.kl_warmup_epochs)
+            if self.kl_reweighting == "blundell":
+                weight *= blundell_weight(step, num_steps)
+            self.kl_weight.weight = weight
+
+            optimizer.zero_grad()
+            if hasattr(self.elbo, "differentiable_loss"):
+                surrogate = self.elbo.differentiable_loss(
+                    self.weighted_model, self.weighted_guide, *args
+                )
+                loss = surrogate.item()
+                if math.isfinite(loss):
+                    surrogate.backward()
+            else:
+                # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
+                loss = self.elbo.loss_and_grads(self.weighted_model, self.weighted_guide, *args)
+            if not math.isfinite(loss):
+                _stop(optimizer, f"the loss became {loss}", epoch, step, "a KL warm-up, max_scale")
+            with_grad = [p for p in parameters if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+            if not torch.isfinite(norm):
+                _stop(optimizer, "the gradient became non-finite", epoch, step, "max_grad_norm")
+            if self.max_grad_norm is not None:
+                # It takes the parameters and scales their .grad (given the gradients themselves,
+                # it would find no .grad on them and clip nothing).
+                torch.nn.utils.clip_grads_with_norm_(with_grad, self.max_grad_norm, norm)
+            optimizer.step()
+            self.steps = step + 1
+            self.total_steps += 1
+
+            losses.append(loss)
+            weights.append(weight)
+            terms = getattr(self.elbo, "last_terms", None)
+            if terms:
+                data_terms.append(terms["data"])
+                if weight > 0:
+                    kls.append(terms["kl"] / weight)
+            if baseline is not None and len(args) > 1:
+                baseline.update(args[1])
+            self.bar.update(1)
+            if self.interrupt.requested:
+                raise _Stopped(step + 1)
+        if self.steps == 0:
+            raise ValueError("the data loader yielded no batch")
+        mean_weight = sum(weights) / len(weights)
+        mean_loss = sum(losses) / len(losses)
+        if kls:
+            kl = sum(kls) / len(kls)
         else:
-            # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
-            loss = elbo.loss_and_grads(weighted_model, weighted_guide, *args)
-        if not math.isfinite(loss):
-            _stop(optimizer, f"the loss became {loss}", epoch, step, "a KL warm-up, max_scale")
-        grads = [p.grad for p in parameters if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        if not torch.isfinite(norm):
-            _stop(optimizer, "the gradient became non-finite", epoch, step, "max_grad_norm")
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(grads, max_grad_norm, norm)
-        optimizer.step()
-
-        losses.append(loss)
-        weights.append(weight)
-        terms = getattr(elbo, "last_terms", None)
-        if terms:
-            data_terms.append(terms["data"])
-            if weight > 0:
-                kls.append(terms["kl"] / weight)
-        bar.update(1)
-    if step < 0:
-        raise ValueError("the data loader yielded no batch")
-    mean_weight = sum(weights) / len(weights)
-    mean_loss = sum(losses) / len(losses)
-    if kls:
-        kl = sum(kls) / len(kls)
-    else:
-        # The ELBO does not split its terms (or the KL weight was 0): the KL of the guide at the
-        # end of the epoch, analytic wherever a KL is registered.
-        kl = _kl_at(model, guide, args)
-    data_term = sum(data_terms) / len(data_terms) if data_terms else mean_weight * kl - mean_loss
-    return EpochRecord(
-        epoch=epoch + 1,
-        loss=mean_loss,
-        data=data_term,
-        kl=kl,
-        kl_weight=mean_weight,
-        lr=optimizer.param_groups[0]["lr"],
-        seconds=time.perf_counter() - started,
-    )
+            # The ELBO does not split its terms (or the KL weight was 0): the KL of the guide at
+            # the end of the epoch, analytic wherever a KL is registered.
+            kl = _kl_at(self.model, self.guide, args)
+        if data_terms:
+            data_term = sum(data_terms) / len(data_terms)
+        else:
+            data_term = mean_weight * kl - mean_loss
+        return EpochRecord(
+            epoch=epoch + 1,
+            loss=mean_loss,
+            data=data_term,
+            kl=kl,
+            kl_weight=mean_weight,
+            lr=optimizer.lr,
+            seconds=time.perf_counter() - started,
+        )
