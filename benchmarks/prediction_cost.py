@@ -1,10 +1,11 @@
 """Prediction cost: the 100-sample vectorized posterior predictive on the test set vs. 100
 deterministic passes of the same network over it.
 
-Both use LeNet-300-100 and the same test chunks; the repeats are interleaved and the ratio of
-the medians is reported.
+Both use the same network (LeNet-300-100 or LeNet-5-Caffe) and the same test chunks; the
+repeats are interleaved and the ratio of the medians is reported.
 
     python benchmarks/prediction_cost.py --threads 2
+    python benchmarks/prediction_cost.py --arch lenet-5-caffe --batch-size 100
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from pyro_bnn.data import load_dataset
 from pyro_bnn.guides import AutoMeanFieldNormal
 from pyro_bnn.infer import predict
-from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet_300_100
+from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet5_caffe, lenet_300_100
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -37,6 +38,9 @@ def deterministic_passes(net, x, num_passes: int, batch_size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--arch", choices=("lenet-300-100", "lenet-5-caffe"), default="lenet-300-100"
+    )
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -49,11 +53,17 @@ def main() -> None:
                           else "digits")  # fmt: skip
     x, y = splits.test.tensors
     in_features = int(torch.tensor(splits.input_shape).prod())
-    net = lenet_300_100(in_features, 10).eval()
+    channels, side = splits.input_shape[0], splits.input_shape[-1]
+
+    def network():
+        if options.arch == "lenet-5-caffe":
+            return lenet5_caffe(channels, side, 10)
+        return lenet_300_100(in_features, 10)
+
+    net = network().eval()
     model = BayesianNetwork(
-        lenet_300_100(in_features, 10), CategoricalLikelihood(len(splits.train), 10),
-        input_shape=splits.input_shape,
-    )  # fmt: skip
+        network(), CategoricalLikelihood(len(splits.train), 10), input_shape=splits.input_shape
+    )
     guide = AutoMeanFieldNormal(model, pretrained=model.initial_values)
     guide(x[:2], y[:2])
 
@@ -70,6 +80,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {options.threads} torch threads, "
         f"torch {torch.__version__}",
+        "arch": options.arch,
         "data": splits.name,
         "num_test": len(x),
         "num_samples": options.num_samples,

@@ -1,9 +1,11 @@
 """Inference: the ELBO, the training loop, checkpoints and the posterior predictive."""
 
+from .auxiliary import auxiliary_log_density
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .collapse import PosteriorCollapseWarning
 from .fit import EpochRecord, NonFiniteLossError, TrainingInterrupted, check_batch, fit
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
+from .posterior import posterior_samples
 from .predict import ClassificationPrediction, RegressionPrediction, predict
 from .trace_kl_elbo import TraceKL_ELBO
 
@@ -18,10 +20,12 @@ __all__ = [
     "RegressionPrediction",
     "TraceKL_ELBO",
     "TrainingInterrupted",
+    "auxiliary_log_density",
     "blundell_weight",
     "check_batch",
     "fit",
     "load_checkpoint",
+    "posterior_samples",
     "predict",
     "save_checkpoint",
     "warmup_weight",
