@@ -30,7 +30,7 @@ fashion-mnist:
 
 run: $(BIN)/pytest fashion-mnist
 	$(BIN)/pyro-bnn train --method sparse-vd --arch lenet-300-100 --data auto \
-		$(if $(EPOCHS),--epochs $(EPOCHS)) --output runs/sparse-vd-lenet-300-100
+		$(if $(EPOCHS),--epochs $(EPOCHS)) --output runs/sparse-vd-lenet-300-100 --overwrite
 
 test: $(BIN)/pytest
 	$(BIN)/pytest

@@ -60,6 +60,7 @@ def main() -> None:
                 "--seed", str(options.seed),
                 "--threads", str(options.threads),
                 "--output", os.path.join(options.output, f"{options.arch}-{method}"),
+                "--overwrite",  # a benchmark reruns into its own scratch directory
                 "--quiet",
             ]
         )  # fmt: skip

@@ -394,11 +394,11 @@ def _evaluate_bayesian(model, guide, net, x_test, y_test, num_samples: int, thre
     from pyro_bnn import infer
     from pyro_bnn import metrics as quality
     from pyro_bnn.compression import PointGuide, compression_report, prune, pruned_posterior_mean
-    from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS
+    from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS, DEFAULT_BATCH_SIZE
 
     # Convolutional feature maps are large: bound the examples of one vectorized pass.
     convolutional = any(isinstance(module, torch.nn.Conv2d) for module in net.modules())
-    batch = max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else 1000
+    batch = max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else DEFAULT_BATCH_SIZE
     prediction = infer.predict(model, guide, x_test, num_samples=num_samples, batch_size=batch)
     masks = prune(guide, threshold)
     report = compression_report(masks)
