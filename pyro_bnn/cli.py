@@ -397,7 +397,9 @@ def _evaluate_bayesian(model, guide, net, x_test, y_test, num_samples: int, thre
     from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS, DEFAULT_BATCH_SIZE
 
     # Convolutional feature maps are large: bound the examples of one vectorized pass.
-    convolutional = any(isinstance(module, torch.nn.Conv2d) for module in net.modules())
+    convolutional = any(
+        isinstance(module, torch.nn.modules.conv._ConvNd) for module in net.modules()
+    )
     batch = max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else DEFAULT_BATCH_SIZE
     prediction = infer.predict(model, guide, x_test, num_samples=num_samples, batch_size=batch)
     masks = prune(guide, threshold)
@@ -521,18 +523,10 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
 
+    recorded = ("command", "method", "arch", "data", "epochs", "batch_size", "lr", "lr_schedule",
+                "pretrain_epochs", "seed", "num_train")  # fmt: skip
     result: dict = {
-        "command": settings["command"],
-        "method": args.method,
-        "arch": args.arch,
-        "data": splits.name,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "lr_schedule": args.lr_schedule,
-        "pretrain_epochs": args.pretrain_epochs,
-        "seed": args.seed,
-        "num_train": len(train_set),
+        **{key: settings[key] for key in recorded},
         "num_test": len(x_test),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),

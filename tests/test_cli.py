@@ -163,7 +163,7 @@ def test_convolutional_network_predicts_in_smaller_chunks(
     tmp_path, monkeypatch, capsys, write_mnist_files
 ):
     # A vectorized predictive pass holds num_samples x batch feature maps; for LeNet-5-Caffe
-    # the command keeps that product at 10,000 images instead of the default 1,000 inputs.
+    # the command keeps that product at 2,500 images instead of the default 250 inputs.
     root = write_mnist_files(tmp_path / "fashion-mnist", num_images=250)
     batch_sizes = []
 
@@ -176,7 +176,7 @@ def test_convolutional_network_predicts_in_smaller_chunks(
                  root, "--epochs", "1", "--train-subset", "32", "--batch-size", "16",
                  "--num-samples", "50", "--quiet", "--output", tmp_path / "run"]  # fmt: skip
     assert main(arguments) == 0, capsys.readouterr().err
-    assert batch_sizes[0] == 200
+    assert batch_sizes[0] == 50
 
 
 @pytest.mark.parametrize(

@@ -66,8 +66,9 @@ DEFAULT_BATCH_SIZE = 250
 
 #: Examples (posterior samples x inputs) per vectorized pass that suit convolutional networks:
 #: a pass holds all their feature maps at once.  LeNet-5-Caffe with 100 samples peaked at 13 GB
-#: with ``batch_size=1000`` and at 2 GB with 100, which was also faster.
-CONV_EXAMPLES_PER_PASS = 10_000
+#: with ``batch_size=1000`` and at 2 GB with 100; on 1,000 test images chunks of 10 / 25 / 100
+#: inputs took 1.63 / 1.23 / 2.46 times 100 deterministic passes (benchmarks/RESULTS.md).
+CONV_EXAMPLES_PER_PASS = 2_500
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:

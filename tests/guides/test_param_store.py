@@ -1,40 +1,19 @@
 """The guide's parameters and Pyro's parameter store agree, in all three ways users meet them."""
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI
-from pyro.nn import PyroModule, PyroSample
 
-from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.guides import AutoMeanFieldNormal
 from pyro_bnn.infer import TraceKL_ELBO
 
-
-class QuickStart(PyroModule):
-    def __init__(self, in_features=10):
-        super().__init__()
-        self.linear = PyroModule[torch.nn.Linear](in_features, 1, bias=False)
-        self.linear.weight = PyroSample(ImproperLogUniform((1, in_features)).to_event(2))
-
-    def forward(self, x, y=None):
-        mean = self.linear(x).squeeze(-1)
-        with pyro.plate("data", len(x)):
-            pyro.sample("y", dist.Normal(mean, 0.5), obs=y)
-        return mean
-
-
-def data():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(100, 10, generator=generator)
-    y = 2.0 * x[:, 0] - 1.0 * x[:, 1] + 0.5 * torch.randn(100, generator=generator)
-    return x, y
+from ..infer.common import QuickStart, quick_start_data
 
 
 def notebook_cell(steps=150):
     """The README's quick-start loop, as a notebook cell that a user may run twice."""
-    x, y = data()
+    x, y = quick_start_data()
     model = QuickStart()
     guide = AutoMeanFieldNormal(model)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), TraceKL_ELBO())
@@ -57,7 +36,7 @@ def test_a_rerun_cell_trains():
         assert stored is value
     # A third cell that keeps training moves what the second guide reads.
     before = second_guide.median()["linear.weight"].clone()
-    x, y = data()
+    x, y = quick_start_data()
     svi = SVI(QuickStart(), second_guide, pyro.optim.Adam({"lr": 0.05}), TraceKL_ELBO())
     svi.step(x, y)
     assert not torch.equal(second_guide.median()["linear.weight"], before)
@@ -71,7 +50,7 @@ def test_param_store_save_and_load_round_trip(tmp_path):
     pyro.get_param_store().save(path)
 
     pyro.clear_param_store()
-    x, y = data()
+    x, y = quick_start_data()
     fresh = AutoMeanFieldNormal(QuickStart())
     fresh(x, y)
     assert not torch.allclose(fresh.median()["linear.weight"], trained)
@@ -88,7 +67,7 @@ def test_param_store_save_and_load_round_trip(tmp_path):
 
 
 def test_module_local_params():
-    x, y = data()
+    x, y = quick_start_data()
     with pyro.settings.context(module_local_params=True):
         model = QuickStart()
         guide = AutoMeanFieldNormal(model)

@@ -1,8 +1,12 @@
 """Small models shared by the inference tests."""
 
+import pyro
+import pyro.distributions as dist
 import torch
+from pyro.nn import PyroModule, PyroSample
 from torch.utils.data import DataLoader, TensorDataset
 
+from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.guides import AutoMeanFieldNormal
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, GaussianLikelihood
 
@@ -42,3 +46,26 @@ def parameters(*modules):
         for i, module in enumerate(modules)
         for name, value in module.state_dict().items()
     }
+
+
+class QuickStart(PyroModule):
+    """The README's quick-start model: sparse linear regression with the log-uniform prior."""
+
+    def __init__(self, in_features=10):
+        super().__init__()
+        self.linear = PyroModule[torch.nn.Linear](in_features, 1, bias=False)
+        self.linear.weight = PyroSample(ImproperLogUniform((1, in_features)).to_event(2))
+
+    def forward(self, x, y=None):
+        mean = self.linear(x).squeeze(-1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(mean, 0.5), obs=y)
+        return mean
+
+
+def quick_start_data():
+    """The README's data: only the first two of ten features matter."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 10, generator=generator)
+    y = 2.0 * x[:, 0] - 1.0 * x[:, 1] + 0.5 * torch.randn(100, generator=generator)
+    return x, y

@@ -5,29 +5,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Predictive
-from pyro.nn import PyroModule, PyroSample
 
-from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.guides import AutoMeanFieldNormal
 from pyro_bnn.infer import TraceKL_ELBO, posterior_samples, predict
 from pyro_bnn.ops import StochasticWeight
 
-from .common import classification_problem, regression_problem
-
-
-class QuickStart(PyroModule):
-    """The README's quick-start model: sparse linear regression with the log-uniform prior."""
-
-    def __init__(self, in_features=10):
-        super().__init__()
-        self.linear = PyroModule[torch.nn.Linear](in_features, 1, bias=False)
-        self.linear.weight = PyroSample(ImproperLogUniform((1, in_features)).to_event(2))
-
-    def forward(self, x, y=None):
-        mean = self.linear(x).squeeze(-1)
-        with pyro.plate("data", len(x)):
-            pyro.sample("y", dist.Normal(mean, 0.5), obs=y)
-        return mean
+from .common import QuickStart, classification_problem, quick_start_data, regression_problem
 
 
 class Vectorizable(QuickStart):
@@ -38,13 +21,6 @@ class Vectorizable(QuickStart):
         with pyro.plate("data", len(x)):
             pyro.sample("y", dist.Normal(mean, 0.5), obs=y)
         return mean
-
-
-def quick_start_data():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(100, 10, generator=generator)
-    y = 2.0 * x[:, 0] - 1.0 * x[:, 1] + 0.5 * torch.randn(100, generator=generator)
-    return x, y
 
 
 def train_svi(model, x, y, steps=300):
