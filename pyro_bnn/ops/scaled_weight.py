@@ -94,10 +94,23 @@ def _bias_outside(weight: ScaledWeight, bias) -> bool:
     return weight.output_scale is not None and bias is not None
 
 
+def _check_examples(weight: ScaledWeight, input: torch.Tensor, event_dim: int) -> None:
+    """A scale per example must have one row per example of the input: broadcasting one
+    example's input against many scales would silently make up examples."""
+    batch = input.shape[-event_dim - 1] if input.dim() > event_dim else None
+    for name, scale in (("input_scale", weight.input_scale), ("output_scale", weight.output_scale)):
+        if scale is not None and scale.dim() == 2 and scale.shape[0] != batch:
+            raise ValueError(
+                f"the weight's {name} has a row per example ({scale.shape[0]} rows), but the "
+                f"layer's input has {batch} examples (shape {tuple(input.shape)})"
+            )
+
+
 @register_handler(ScaledWeight, F.linear)
 def _linear(input, weight, bias=None):
     if isinstance(input, StochasticWeight) or not isinstance(weight, ScaledWeight):
         return NotImplemented
+    _check_examples(weight, input, 1)
     outside = _bias_outside(weight, bias)
     bias_mean, bias_var = moments(bias)
     out = sampled_linear(
@@ -116,6 +129,7 @@ def _linear(input, weight, bias=None):
 def _conv(spatial, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if isinstance(input, StochasticWeight) or not isinstance(weight, ScaledWeight):
         return NotImplemented
+    _check_examples(weight, input, spatial + 1)
     input_scale = weight.input_scale
     if input_scale is not None and groups > 1:
         # The scale is per kernel input channel (weight.shape[1] = in / groups), as in the

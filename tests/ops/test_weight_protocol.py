@@ -739,3 +739,22 @@ def test_scaled_weight_with_per_example_scale_has_no_sample(which):
             use()
     # The layer call is fine.
     assert F.linear(torch.ones(5, 4, dtype=DTYPE), scaled).shape == (5, 3)
+
+
+@pytest.mark.parametrize("kind", ["input_scale", "output_scale"])
+def test_per_example_scale_must_match_the_batch(kind):
+    loc = torch.randn(3, 4, dtype=torch.float64)
+    gaussian = GaussianWeight(loc, variance=torch.full_like(loc, 0.1))
+    size = 4 if kind == "input_scale" else 3
+    weight = ScaledWeight(gaussian, **{kind: torch.rand(5, size, dtype=torch.float64)})
+    for x in (torch.randn(1, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=f"{kind} has a row per example \\(5 rows\\)"):
+            F.linear(x, weight)
+    assert F.linear(torch.randn(5, 4, dtype=torch.float64), weight).shape == (5, 3)
+    kernel = torch.randn(3, 4, 2, dtype=torch.float64)
+    conv = ScaledWeight(
+        GaussianWeight(kernel, variance=torch.full_like(kernel, 0.1)),
+        **{kind: torch.rand(5, size, dtype=torch.float64)},
+    )
+    with pytest.raises(ValueError, match="but the layer's input has 2 examples"):
+        F.conv1d(torch.randn(2, 4, 6, dtype=torch.float64), conv)
