@@ -44,7 +44,7 @@ class LocalReparameterizedNormal(dist.Normal):
 
     It *is* a ``Normal`` (its KL divergences, ``log_prob`` and moments are the Normal's), so
     ``TraceMeanField_ELBO`` finds the registered KL against the prior.  When the sample reaches
-    ``F.linear`` or ``F.conv2d`` the layer samples its pre-activation instead (local
+    ``F.linear`` or ``F.conv{1,2,3}d`` the layer samples its pre-activation instead (local
     reparameterization); any other use draws one ordinary sample.  Batched draws
     (``sample_shape`` non-empty) and draws with local reparameterization turned off are ordinary
     tensors.
