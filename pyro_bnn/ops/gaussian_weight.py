@@ -19,11 +19,15 @@ class GaussianWeight(StochasticWeight):
     """A lazily sampled ``w ~ Normal(loc, scale)`` with independent entries.
 
     ``F.linear`` and ``F.conv{1,2,3}d`` sample the pre-activation from its exact Gaussian
-    marginal (:func:`~pyro_bnn.ops.sampled_linear`, :func:`~pyro_bnn.ops.sampled_conv`).  The
-    product with a tensor ``t`` of scales that broadcasts to the weight's shape is again a
-    ``GaussianWeight``, ``N(loc * t, variance * t**2)``, so a non-centred prior's
-    ``standardized * scale`` keeps local reparameterization (unless the weight's one sample
-    was already drawn, which the product then uses).
+    marginal (:func:`~pyro_bnn.ops.sampled_linear`, :func:`~pyro_bnn.ops.sampled_conv`), and so
+    does ``x @ w`` for a matrix ``w`` on the right (a layer written as ``x @ w.T``).
+    Exact Gaussian transformations stay ``GaussianWeight`` s: the product with a tensor ``t`` of
+    scales that broadcasts to the weight's shape, ``N(loc * t, variance * t**2)`` (a non-centred
+    prior's ``standardized * scale`` keeps local reparameterization), and transposes (``w.T``,
+    ``w.mT``, ``w.t()``, ``w.transpose(i, j)``).  Such a derived weight is the same random
+    variable as its source: its sample, when one is needed, is the transformed sample of the
+    source, so every use of the weight sees one draw.  Once the source's sample exists, the
+    transformation simply applies to it.
 
     :param loc: the mean, any shape (a layer's weight layout, optionally with leading sample
         dimensions).
@@ -52,6 +56,14 @@ class GaussianWeight(StochasticWeight):
         weight._loc = loc
         weight._scale = scale
         weight._variance = variance
+        weight._source = None
+        return weight
+
+    def derived(self, function, loc: torch.Tensor, variance: torch.Tensor) -> GaussianWeight:
+        """``function(w)`` for an exact elementwise-Gaussian transformation with the given
+        moments, sharing this weight's one sample (see the class docstring)."""
+        weight = GaussianWeight(loc, variance=variance)
+        weight._source = (self, function)
         return weight
 
     @property
@@ -71,6 +83,9 @@ class GaussianWeight(StochasticWeight):
         return self._variance
 
     def _draw(self) -> torch.Tensor:
+        if self._source is not None:
+            source, function = self._source
+            return function(source.rsample())
         return torch.addcmul(self._loc, self.scale, torch.randn_like(self._loc))
 
 
@@ -117,6 +132,46 @@ def _conv(spatial, input, weight, bias=None, stride=1, padding=0, dilation=1, gr
     return sampled_conv(input, weight_mean, weight_var, bias_mean, bias_var, *args, spatial=spatial)
 
 
+@register_handler(GaussianWeight, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)
+def _matmul(input, other):
+    # x @ w with a Gaussian matrix w of shape (in, out) on the right (or (*sample, in, out)) is
+    # F.linear(x, w.mT), with the same broadcasting of sample dimensions.
+    if (
+        isinstance(input, StochasticWeight)
+        or not isinstance(other, GaussianWeight)
+        or other.dim() < 2
+        or input.dim() < 1
+    ):
+        return NotImplemented
+    return sampled_linear(input, other.loc.mT, other.variance.mT)
+
+
+def _transposed(function):
+    """A handler for a transpose ``function``: the transposed Gaussian, sharing the sample."""
+
+    def handler(weight, *args, **kwargs):
+        if not isinstance(weight, GaussianWeight) or weight._sample is not None:
+            return NotImplemented
+
+        def apply(value):
+            return function(value, *args, **kwargs)
+
+        return weight.derived(apply, apply(weight.loc), apply(weight.variance))
+
+    return handler
+
+
+for _function in (
+    torch.t,
+    torch.Tensor.t,
+    torch.transpose,
+    torch.Tensor.transpose,
+    torch.Tensor.T.__get__,
+    torch.Tensor.mT.__get__,
+):
+    register_handler(GaussianWeight, _function)(_transposed(_function))
+
+
 @register_handler(GaussianWeight, torch.mul, torch.Tensor.mul, torch.Tensor.__mul__)
 def _mul(input, other):
     return _scaled(input, other)
@@ -130,7 +185,7 @@ def _rmul(input, other):
 def _scaled(first, second):
     weight, scale = (first, second) if isinstance(first, GaussianWeight) else (second, first)
     if weight._sample is not None:
-        # Something already used this weight's sample: the product must use the same draw.
+        # The sample exists: the product is that sample times the scale, a plain tensor.
         return NotImplemented
     if isinstance(scale, (int, float)):
         scale = torch.as_tensor(scale, dtype=weight.dtype, device=weight.device)
@@ -140,4 +195,6 @@ def _scaled(first, second):
     # shared weight sample into independent ones.
     if torch.broadcast_shapes(weight.shape, scale.shape) != weight.shape:
         return NotImplemented
-    return GaussianWeight(weight.loc * scale, variance=weight.variance * scale.square())
+    return weight.derived(
+        lambda sample: sample * scale, weight.loc * scale, weight.variance * scale.square()
+    )

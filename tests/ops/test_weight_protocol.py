@@ -18,6 +18,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
@@ -758,3 +759,74 @@ def test_per_example_scale_must_match_the_batch(kind):
     )
     with pytest.raises(ValueError, match="but the layer's input has 2 examples"):
         F.conv1d(torch.randn(2, 4, 6, dtype=torch.float64), conv)
+
+
+# ------------------------------------------------------------------ matmul, transposes, one draw
+
+
+def _gaussian(*shape):
+    loc = torch.randn(shape, dtype=torch.float64)
+    return GaussianWeight(loc, variance=torch.rand(shape, dtype=torch.float64) + 0.1), loc
+
+
+@pytest.mark.parametrize("transpose", ["T", "mT", "t", "transpose", "torch.transpose"])
+def test_x_matmul_transposed_weight_is_locally_reparameterized(transpose):
+    weight, loc = _gaussian(3, 4)
+    transposed = {
+        "T": lambda w: w.T,
+        "mT": lambda w: w.mT,
+        "t": lambda w: w.t(),
+        "transpose": lambda w: w.transpose(0, 1),
+        "torch.transpose": lambda w: torch.transpose(w, 0, 1),
+    }[transpose](weight)
+    assert type(transposed) is GaussianWeight and transposed.shape == (4, 3)
+    torch.testing.assert_close(transposed.loc, loc.T)
+    torch.testing.assert_close(transposed.variance, weight.variance.T)
+    x = torch.randn(1, 4, dtype=torch.float64).expand(6, 4)
+    pyro.set_rng_seed(3)
+    out = x @ transposed
+    pyro.set_rng_seed(3)
+    expected = sampled_linear(x, loc, weight.variance)
+    assert type(out) is torch.Tensor
+    torch.testing.assert_close(out, expected)
+    assert (out[1:] != out[0]).all()  # per-example noise: no shared weight sample
+    assert weight._sample is None and transposed._sample is None
+    assert torch.matmul(x, transposed).shape == out.shape
+
+
+def test_a_derived_weight_is_the_same_random_variable():
+    # Whichever is materialized first, a transpose or a product shares the source's one draw.
+    for first in ("source", "derived"):
+        weight, _ = _gaussian(3, 4)
+        scale = torch.rand(1, 4, dtype=torch.float64)
+        transposed, product = weight.T, weight * scale
+        if first == "derived":
+            sample_t = transposed.rsample()
+            sample_p = product.rsample()
+            sample = weight.rsample()
+        else:
+            sample = weight.rsample()
+            sample_t, sample_p = transposed.rsample(), product.rsample()
+        torch.testing.assert_close(sample_t, sample.T)
+        torch.testing.assert_close(sample_p, sample * scale)
+        # After the draw, transformations apply to the sample itself.
+        assert type(transposed.T) is torch.Tensor and torch.equal(transposed.T, sample)
+
+
+def test_gaussian_weight_on_the_left_of_matmul_is_one_sample():
+    weight, _ = _gaussian(3, 4)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    out = weight @ x
+    assert type(out) is torch.Tensor
+    torch.testing.assert_close(out, weight.rsample() @ x)
+
+
+def test_matmul_with_sample_dimensions_is_per_sample():
+    weight, loc = _gaussian(5, 1, 3, 4)  # (S, 1, out, in)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    pyro.set_rng_seed(4)
+    out = x @ weight.mT
+    pyro.set_rng_seed(4)
+    expected = sampled_linear(x, loc, weight.variance)
+    assert out.shape == (5, 1, 6, 3)
+    torch.testing.assert_close(out, expected)
