@@ -23,8 +23,9 @@ class GaussianWeight(StochasticWeight):
     does ``x @ w`` for a matrix ``w`` on the right (a layer written as ``x @ w.T``).
     Exact Gaussian transformations stay ``GaussianWeight`` s: the product with a tensor ``t`` of
     scales that broadcasts to the weight's shape, ``N(loc * t, variance * t**2)`` (a non-centred
-    prior's ``standardized * scale`` keeps local reparameterization), and transposes (``w.T``,
-    ``w.mT``, ``w.t()``, ``w.transpose(i, j)``).  Such a derived weight is the same random
+    prior's ``standardized * scale`` keeps local reparameterization), transposes (``w.T``,
+    ``w.mT``, ``w.t()``, ``w.transpose(i, j)``) and reshapes (``reshape``, ``view``,
+    ``squeeze``, ``unsqueeze``).  Such a derived weight is the same random
     variable as its source: its sample, when one is needed, is the transformed sample of the
     source, so every use of the weight sees one draw.  Once the source's sample exists, the
     transformation simply applies to it.
@@ -147,11 +148,14 @@ def _matmul(input, other):
 
 
 def _transposed(function):
-    """A handler for a transpose ``function``: the transposed Gaussian, sharing the sample."""
+    """A handler for a ``function`` that only rearranges entries (a transpose, a reshape): the
+    rearranged Gaussian, sharing the sample."""
 
     def handler(weight, *args, **kwargs):
         if not isinstance(weight, GaussianWeight) or weight._sample is not None:
             return NotImplemented
+        if "dtype" in kwargs or any(isinstance(arg, torch.dtype) for arg in args):
+            return NotImplemented  # view(dtype) reinterprets bits: only a sample has them
 
         def apply(value):
             return function(value, *args, **kwargs)
@@ -168,6 +172,15 @@ for _function in (
     torch.Tensor.transpose,
     torch.Tensor.T.__get__,
     torch.Tensor.mT.__get__,
+    # Rearrangements that keep every entry once: Pyro's vectorized Predictive reshapes the
+    # guide's samples before the model sees them.
+    torch.reshape,
+    torch.Tensor.reshape,
+    torch.Tensor.view,
+    torch.squeeze,
+    torch.Tensor.squeeze,
+    torch.unsqueeze,
+    torch.Tensor.unsqueeze,
 ):
     register_handler(GaussianWeight, _function)(_transposed(_function))
 

@@ -7,7 +7,7 @@ import torch
 from pyro.infer import SVI, Predictive
 
 from pyro_bnn.guides import AutoMeanFieldNormal
-from pyro_bnn.infer import TraceKL_ELBO, posterior_samples, predict
+from pyro_bnn.infer import TraceKL_ELBO, fit, posterior_samples, predict
 from pyro_bnn.ops import StochasticWeight
 
 from .common import QuickStart, classification_problem, quick_start_data, regression_problem
@@ -153,6 +153,21 @@ def test_pyro_predictive_parallel_on_a_vectorizable_model():
     assert out["y"].shape == (40, 100)
     weight = guide.median()["linear.weight"]
     assert ((out["y"].mean(0) - (x @ weight.T).squeeze(-1)).abs() < 0.35).all()
+
+
+def test_pyro_predictive_parallel_on_a_bayesian_network():
+    # The guide's Gaussian weights keep their kind through Predictive's reshapes, so the
+    # network's F.linear gets weights with a sample dimension and handles them.
+    model, guide, loader, x, y = classification_problem()
+    fit(model, guide, loader, epochs=20, lr=1e-2, progress=False)
+    out = Predictive(model, guide=guide, num_samples=400, parallel=True)(x)
+    assert out["obs"].shape == (400, len(x))
+    assert out["net.0.weight"].shape == (400, 1, 16, 6)
+    frequencies = torch.nn.functional.one_hot(out["obs"], 3).double().mean(0)
+    probs = predict(model, guide, x, num_samples=400).probs.double()
+    # Two independent 400-sample estimates of the same predictive probabilities.
+    assert (frequencies - probs).abs().max() < 0.15
+    assert (frequencies.argmax(-1) == probs.argmax(-1)).double().mean() > 0.9
 
 
 def test_pyro_predictive_on_a_bayesian_network():

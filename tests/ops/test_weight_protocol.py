@@ -830,3 +830,21 @@ def test_matmul_with_sample_dimensions_is_per_sample():
     expected = sampled_linear(x, loc, weight.variance)
     assert out.shape == (5, 1, 6, 3)
     torch.testing.assert_close(out, expected)
+
+
+def test_reshapes_keep_the_gaussian_and_its_one_draw():
+    weight, loc = _gaussian(3, 4)
+    for reshaped, expected in (
+        (weight.reshape(12), loc.reshape(12)),
+        (torch.reshape(weight, (2, 6)), loc.reshape(2, 6)),
+        (weight.view(4, 3), loc.view(4, 3)),
+        (weight.unsqueeze(0), loc.unsqueeze(0)),
+        (torch.unsqueeze(weight, 1).squeeze(1), loc),
+    ):
+        assert type(reshaped) is GaussianWeight
+        torch.testing.assert_close(reshaped.loc, expected)
+    flat = weight.reshape(12)
+    torch.testing.assert_close(flat.rsample(), weight.rsample().reshape(12))
+    # Reinterpreting the bits needs a sample.
+    other, _ = _gaussian(3, 4)
+    assert type(other.view(torch.int64)) is torch.Tensor
