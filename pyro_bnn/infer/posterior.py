@@ -87,15 +87,22 @@ def posterior_samples(
     """
     check_num_samples(num_samples)
     require_trained(guide, "posterior_samples")
+    return draw_global_sites(model, guide, num_samples, args, kwargs)[0]
+
+
+def draw_global_sites(model: Callable, guide: Callable, num_samples: int, args, kwargs):
+    """:func:`posterior_samples` without the argument checks, also returning the model's trace
+    of the run that told global from local sites (predict reads its likelihood there)."""
     with local_reparameterization(False):
         guide_trace, model_trace = traces(model, guide, args, kwargs)
         names = global_sites(model_trace, guide_trace)
         dim = -max_plate_nesting(model_trace) - 1
         with pyro.plate(SAMPLE_PLATE, num_samples, dim=dim):
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    return {
+    samples = {
         name: materialize(trace.nodes[name]["value"]).reshape(
             (num_samples,) + guide_trace.nodes[name]["value"].shape
         )
         for name in names
     }
+    return samples, model_trace

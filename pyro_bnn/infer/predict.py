@@ -14,7 +14,7 @@ from pyro.poutine.messenger import Messenger
 from pyro_bnn.guides import local_reparameterization
 
 from .fit import check_batch
-from .posterior import check_num_samples, posterior_samples, require_trained, traces
+from .posterior import check_num_samples, draw_global_sites, require_trained
 
 
 @dataclass
@@ -171,11 +171,12 @@ def predict(
         model.eval()
     try:
         with pyro.get_param_store().scope(), local_reparameterization(False):
-            # One ordinary run sets up lazily created parameters (vmap forbids creating them)
-            # and tells the sites' shapes.
-            _, model_trace = traces(model, guide, (x[:1], *args), kwargs)
+            # Drawing the samples runs model and guide once on one input, which also sets up
+            # lazily created parameters (vmap forbids creating them) and shows the likelihood.
+            samples, model_trace = draw_global_sites(
+                model, guide, num_samples, (x[:1], *args), kwargs
+            )
             _likelihood_moments(model_trace, site)
-            samples = posterior_samples(model, guide, num_samples, x[:1], *args, **kwargs)
 
             def one_sample(values, xb):
                 conditioned = _DoNotSample(site)(poutine.condition(model, data=values))

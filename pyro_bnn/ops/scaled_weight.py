@@ -84,14 +84,24 @@ class ScaledWeight(StochasticWeight):
         return sample
 
 
-def _bias_outside(weight: ScaledWeight, bias) -> bool:
-    """Whether the bias must be added after the op, outside the output scale.
+def _split_bias(weight: ScaledWeight, bias):
+    """The bias moments to hand the op, and those to add after it (or ``None``).
 
     The ops' ``output_scale`` multiplies the bias too (the seeds' ``(x * mu + b) z``), but the
     layer is ``F.linear(x, z_out * v, b)``: the scale belongs to the weight alone, as in the
     materialized sample.  Such a bias is added afterwards, with its own noise if Gaussian.
     """
-    return weight.output_scale is not None and bias is not None
+    bias_moments = moments(bias)
+    if weight.output_scale is not None and bias is not None:
+        return (None, None), bias_moments
+    return bias_moments, None
+
+
+def _add_bias(out: torch.Tensor, after, spatial: int) -> torch.Tensor:
+    if after is None:
+        return out
+    bias_mean, bias_var = after
+    return bias_noise(out + _per_channel(bias_mean, spatial), bias_var, spatial)
 
 
 def _check_examples(weight: ScaledWeight, input: torch.Tensor, event_dim: int) -> None:
@@ -111,18 +121,17 @@ def _linear(input, weight, bias=None):
     if isinstance(input, StochasticWeight) or not isinstance(weight, ScaledWeight):
         return NotImplemented
     _check_examples(weight, input, 1)
-    outside = _bias_outside(weight, bias)
-    bias_mean, bias_var = moments(bias)
+    op_bias, after = _split_bias(weight, bias)
     out = sampled_linear(
         input,
         weight.weight.loc,
         weight.weight.variance,
-        *((None, None) if outside else (bias_mean, bias_var)),
+        *op_bias,
         input_scale=weight.input_scale,
         output_scale=weight.output_scale,
         scale_variance=weight.scale_variance,
     )
-    return bias_noise(out + bias_mean, bias_var) if outside else out
+    return _add_bias(out, after, 0)
 
 
 @register_conv_handler(ScaledWeight)
@@ -135,13 +144,12 @@ def _conv(spatial, input, weight, bias=None, stride=1, padding=0, dilation=1, gr
         # The scale is per kernel input channel (weight.shape[1] = in / groups), as in the
         # materialized sample; the op's is per input channel: the same scales for every group.
         input_scale = input_scale.repeat(*(1,) * (input_scale.dim() - 1), groups)
-    outside = _bias_outside(weight, bias)
-    bias_mean, bias_var = moments(bias)
+    op_bias, after = _split_bias(weight, bias)
     out = sampled_conv(
         input,
         weight.weight.loc,
         weight.weight.variance,
-        *((None, None) if outside else (bias_mean, bias_var)),
+        *op_bias,
         stride,
         padding,
         dilation,
@@ -151,6 +159,4 @@ def _conv(spatial, input, weight, bias=None, stride=1, padding=0, dilation=1, gr
         scale_variance=weight.scale_variance,
         spatial=spatial,
     )
-    if outside:
-        out = bias_noise(out + _per_channel(bias_mean, spatial), bias_var, spatial)
-    return out
+    return _add_bias(out, after, spatial)
