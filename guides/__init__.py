@@ -8,7 +8,14 @@ distribution (local reparameterization).  :class:`AutoSiteGuide` chooses a famil
 
 from .auto_site_guide import AutoSiteGuide
 from .delta_family import DeltaFamily
-from .family import FAMILIES, GuideFamily, Site, register_family
+from .family import (
+    FAMILIES,
+    PRIORS_WITH_ATOMS,
+    GuideFamily,
+    GuideFamilyWarning,
+    Site,
+    register_family,
+)
 from .hard_concrete_family import HardConcreteFamily
 from .local_reparameterized_normal import (
     LocalReparameterizedNormal,
@@ -25,9 +32,11 @@ __all__ = [
     "AutoSiteGuide",
     "DeltaFamily",
     "GuideFamily",
+    "GuideFamilyWarning",
     "HardConcreteFamily",
     "LocalReparameterizedNormal",
     "NormalFamily",
+    "PRIORS_WITH_ATOMS",
     "Site",
     "local_reparameterization",
     "local_reparameterization_enabled",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, nullcontext
 
@@ -24,7 +25,7 @@ from torch.distributions.transforms import (
 
 from pyro_bnn.distributions import HardConcrete
 
-from .family import GuideFamily, Site, as_family
+from .family import PRIORS_WITH_ATOMS, GuideFamily, GuideFamilyWarning, Site, as_family
 from .normal_family import DEFAULT_INIT_LOG_VARIANCE, NormalFamily
 
 #: A family selection key: a glob pattern on site names (``"net.fc*.weight"``), a prior type
@@ -268,6 +269,17 @@ class AutoSiteGuide(AutoGuide):
                 raise ValueError(
                     f"{selector} gives site {name!r} the {family.name!r} family, which cannot "
                     f"represent it: {reason}"
+                )
+            if isinstance(site.prior, PRIORS_WITH_ATOMS) and not family.has_atoms:
+                warnings.warn(
+                    f"site {name!r} has a {type(site.prior).__name__} prior, which puts "
+                    f"probability on single points, but {selector} gives it the {family.name!r} "
+                    "family, which has none: its posterior can never be exactly 0 (or an open "
+                    "gate exactly 1), and pruning by it loses that meaning. Choose a family "
+                    "with point masses for it, e.g. families={" + repr(name) + ': "hard_concrete"}'
+                    " for a gate.",
+                    GuideFamilyWarning,
+                    stacklevel=4,
                 )
             plan[name] = (site, family)
         for (key, family), was_used in zip(self._families, used, strict=True):

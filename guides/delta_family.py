@@ -17,6 +17,7 @@ class DeltaFamily(GuideFamily):
     site's initial value.  Covers every support."""
 
     name = "delta"
+    has_atoms = True
 
     def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
         return {"value": PyroParam(init.detach().clone(), site.support)}

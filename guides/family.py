@@ -52,6 +52,11 @@ class GuideFamily:
     #: The name users select the family by (``families={"net.*.weight": "normal"}``).
     name: str = ""
 
+    #: Whether the family can put probability on single points (exact zeros, open gates).  A
+    #: prior with such atoms (:data:`PRIORS_WITH_ATOMS`) given a family without them trains,
+    #: but its posterior can never say "exactly zero": the guide warns.
+    has_atoms: bool = False
+
     def unsupported(self, site: Site) -> str | None:
         """Why the family cannot represent ``site``'s support, or ``None`` if it can."""
         return None
@@ -74,6 +79,19 @@ class GuideFamily:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+
+class GuideFamilyWarning(UserWarning):
+    """A site's family cannot represent a feature of its prior (its point masses)."""
+
+
+def _priors_with_atoms() -> tuple[type, ...]:
+    from pyro_bnn.distributions import HardConcrete, SpikeAndSlab
+
+    return (HardConcrete, SpikeAndSlab)
+
+
+#: Priors that put probability on single points: a spike at zero, closed gates.
+PRIORS_WITH_ATOMS = _priors_with_atoms()
 
 #: Family name -> class; a family class registers itself by subclassing with a name.
 FAMILIES: dict[str, type[GuideFamily]] = {}

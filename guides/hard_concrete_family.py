@@ -38,6 +38,7 @@ class HardConcreteFamily(GuideFamily):
     """
 
     name = "hard_concrete"
+    has_atoms = True
 
     def __init__(self, init_log_alpha: float = DEFAULT_INIT_LOG_ALPHA):
         self.init_log_alpha = float(init_log_alpha)

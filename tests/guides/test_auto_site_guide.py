@@ -3,6 +3,7 @@ with hierarchical (group horseshoe), gate (hard concrete) and point-mass (delta)
 
 import math
 import re
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -15,13 +16,14 @@ from pyro.nn import PyroModule
 from torch.distributions import kl_divergence
 from torch.distributions.transforms import SigmoidTransform
 
-from pyro_bnn.distributions import HardConcrete
+from pyro_bnn.distributions import HardConcrete, SpikeAndSlab
 from pyro_bnn.distributions.horseshoe import group_horseshoe
 from pyro_bnn.guides import (
     DEFAULT_INIT_LOG_VARIANCE,
     AutoMeanFieldNormal,
     AutoSiteGuide,
     DeltaFamily,
+    GuideFamilyWarning,
     HardConcreteFamily,
     LocalReparameterizedNormal,
     NormalFamily,
@@ -131,7 +133,8 @@ def test_select_by_prior_type(prior_type, selected):
 def test_normal_family_on_a_gate():
     # Asked for explicitly, the Normal family covers the unit interval through a sigmoid.
     guide = AutoSiteGuide(mixed_model, families={HardConcrete: "normal"})
-    trace = guide_trace(guide, *mixed_data())
+    with pytest.warns(GuideFamilyWarning, match="site 'gate' has a HardConcrete prior"):
+        trace = guide_trace(guide, *mixed_data())
     fn = base(trace.nodes["gate"]["fn"])
     assert type(fn) is dist.TransformedDistribution
     assert [type(t) for t in fn.transforms] == [SigmoidTransform]
@@ -543,3 +546,24 @@ def test_delta_family_is_map():
     mode = y.sum() / (num_data + 1)
     assert abs(guide.params.w.value.item() - mode.item()) < 1e-3
     assert abs(guide.median()["w"].item() - mode.item()) < 1e-3
+
+
+def test_a_family_without_point_masses_for_a_prior_with_them_warns():
+    # The mean-field guide gives the gate a logit-normal: it trains, but no gate can close.
+    with pytest.warns(GuideFamilyWarning, match="'normal' family, which has none"):
+        AutoMeanFieldNormal(mixed_model)(*mixed_data())
+
+    def spike_and_slab_model(x, y=None):
+        probs, zeros = torch.full((2, 3), 0.5), torch.zeros(2, 3)
+        weight = pyro.sample("w", SpikeAndSlab(probs, zeros, torch.ones(2, 3)).to_event(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(x @ weight.T, 1.0).to_event(1), obs=y)
+
+    with pytest.warns(GuideFamilyWarning, match="site 'w' has a SpikeAndSlab prior"):
+        AutoSiteGuide(spike_and_slab_model)(*mixed_data())
+    # A point mass represents it, and the default family of a gate has point masses.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AutoSiteGuide(spike_and_slab_model, families={"w": "delta"})(*mixed_data())
+        pyro.clear_param_store()
+        AutoSiteGuide(mixed_model)(*mixed_data())
