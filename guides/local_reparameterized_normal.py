@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
-
 import pyro.distributions as dist
 import torch
 from torch.distributions import Distribution, register_kl
@@ -14,28 +10,10 @@ from torch.distributions.utils import broadcast_all, lazy_property
 from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.distributions.kl import expand_to_pair, sparse_vd_kl_normal
 from pyro_bnn.ops import GaussianWeight
-
-_ENABLED = contextvars.ContextVar("pyro_bnn_local_reparameterization", default=True)
-
-
-@contextlib.contextmanager
-def local_reparameterization(enabled: bool = True) -> Iterator[None]:
-    """Turn local reparameterization on or off inside a ``with`` block.
-
-    It is on by default.  :func:`pyro_bnn.predict` turns it off, because at prediction time one
-    weight sample shared by a whole batch is cheaper than per-example pre-activation noise.  The
-    setting is a context variable: it is restored on exit, even on error, and other threads are
-    unaffected.
-    """
-    token = _ENABLED.set(enabled)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
-
-
-def local_reparameterization_enabled() -> bool:
-    return _ENABLED.get()
+from pyro_bnn.ops.local_reparameterization import (  # noqa: F401 (re-exported)
+    local_reparameterization,
+    local_reparameterization_enabled,
+)
 
 
 class LocalReparameterizedNormal(dist.Normal):
@@ -94,7 +72,7 @@ class LocalReparameterizedNormal(dist.Normal):
         return new
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        if sample_shape or not _ENABLED.get():
+        if sample_shape or not local_reparameterization_enabled():
             return super().rsample(sample_shape)
         return GaussianWeight(self.loc, variance=self.variance)
 

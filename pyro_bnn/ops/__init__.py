@@ -9,7 +9,9 @@ to them; :func:`batched_linear` and :func:`batched_conv` accept weights with sam
 
 from .batched import batched_conv, batched_linear
 from .gaussian_weight import GaussianWeight
+from .local_reparameterization import local_reparameterization, local_reparameterization_enabled
 from .matrix_normal_weight import MatrixNormalWeight
+from .random_scale import RandomScale, per_example
 from .sampled_linear import (
     matrix_normal_conv,
     matrix_normal_linear,
@@ -17,22 +19,27 @@ from .sampled_linear import (
     sampled_conv2d,
     sampled_linear,
 )
-from .scaled_weight import ScaledWeight
+from .scaled_weight import ScaledWeight, scale_groups
 from .stochastic_weight import StochasticWeight, find_handler, materialize, register_handler
 
 __all__ = [
     "GaussianWeight",
     "MatrixNormalWeight",
+    "RandomScale",
     "ScaledWeight",
     "StochasticWeight",
     "batched_conv",
     "batched_linear",
     "find_handler",
+    "local_reparameterization",
+    "local_reparameterization_enabled",
     "materialize",
     "matrix_normal_conv",
     "matrix_normal_linear",
+    "per_example",
     "register_handler",
     "sampled_conv",
     "sampled_conv2d",
     "sampled_linear",
+    "scale_groups",
 ]

@@ -202,6 +202,16 @@ def _scaled(first, second):
         return NotImplemented
     if isinstance(scale, (int, float)):
         scale = torch.as_tensor(scale, dtype=weight.dtype, device=weight.device)
+    # Imported here: ScaledWeight is built on GaussianWeight.
+    from .random_scale import RandomScale
+    from .scaled_weight import ScaledWeight
+
+    if isinstance(scale, RandomScale):
+        # A layer's weight times a random scale of its input units, w * z with z of shape (in,)
+        # as for nn.Linear: per-example scales at the layer call.
+        if scale._sample is None and weight.dim() == 2 and scale.shape == weight.shape[1:]:
+            return ScaledWeight(weight, input_scale=scale)
+        return NotImplemented
     if not torch.is_tensor(scale) or isinstance(scale, StochasticWeight):
         return NotImplemented
     # Only a scale that keeps the weight's shape: a broadcast to new dimensions would turn one

@@ -120,14 +120,18 @@ class StochasticWeight(torch.Tensor):
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
         if func in _HANDLERS:
+            # As Python's binary operators: the first stochastic argument's handler, then the
+            # next one's if it declines (a random scale times a Gaussian weight is the weight's
+            # business).
+            tried = set()
             for value in (*args, *kwargs.values()):
-                if isinstance(value, StochasticWeight):
+                if isinstance(value, StochasticWeight) and type(value) not in tried:
+                    tried.add(type(value))
                     handler = find_handler(func, type(value))
                     if handler is not None:
                         out = handler(*args, **kwargs)
                         if out is not NotImplemented:
                             return out
-                    break  # the first stochastic argument decides
         args, kwargs = tree_map(materialize, (args, kwargs))
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **kwargs)
