@@ -14,6 +14,8 @@ from .family import (
     GuideFamily,
     GuideFamilyWarning,
     Site,
+    default_family_name,
+    register_default_family,
     register_family,
 )
 from .hard_concrete_family import HardConcreteFamily
@@ -24,6 +26,13 @@ from .local_reparameterized_normal import (
 )
 from .mean_field_normal import AutoMeanFieldNormal
 from .normal_family import DEFAULT_INIT_LOG_VARIANCE, NormalFamily
+from .spike_and_slab_family import (
+    RelaxedBernoulliFamily,
+    RelaxedInclusion,
+    RelaxedSpikeAndSlab,
+    SpikeAndSlabFamily,
+)
+from .truncated_log_normal_family import TruncatedLogNormalFamily
 
 __all__ = [
     "DEFAULT_INIT_LOG_VARIANCE",
@@ -36,8 +45,15 @@ __all__ = [
     "HardConcreteFamily",
     "LocalReparameterizedNormal",
     "NormalFamily",
+    "RelaxedBernoulliFamily",
+    "RelaxedInclusion",
+    "RelaxedSpikeAndSlab",
+    "SpikeAndSlabFamily",
+    "TruncatedLogNormalFamily",
     "PRIORS_WITH_ATOMS",
     "Site",
+    "default_family_name",
+    "register_default_family",
     "local_reparameterization",
     "local_reparameterization_enabled",
     "register_family",

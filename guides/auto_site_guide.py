@@ -23,9 +23,14 @@ from torch.distributions.transforms import (
     IndependentTransform,
 )
 
-from pyro_bnn.distributions import HardConcrete
-
-from .family import PRIORS_WITH_ATOMS, GuideFamily, GuideFamilyWarning, Site, as_family
+from .family import (
+    PRIORS_WITH_ATOMS,
+    GuideFamily,
+    GuideFamilyWarning,
+    Site,
+    as_family,
+    default_family_name,
+)
 from .normal_family import DEFAULT_INIT_LOG_VARIANCE, NormalFamily
 
 #: A family selection key: a glob pattern on site names (``"net.fc*.weight"``), a prior type
@@ -126,13 +131,20 @@ class AutoSiteGuide(AutoGuide):
 
     Families are chosen in this order: the first entry of ``families`` whose key selects the
     site (a glob pattern on the site name, a prior type, or a predicate ``(name, site) ->
-    bool``), then the default: the hard-concrete family for a
-    :class:`~pyro_bnn.distributions.HardConcrete` prior, the Normal family (Normal for real
-    weights, LogNormal for positive scales) for everything else.  Hierarchical priors whose
-    sites nest under a weight's name (``fc1.weight``, ``fc1.weight.global.scale``) are fine.
+    bool``), then the default registered for the prior's type
+    (:data:`~pyro_bnn.guides.family.DEFAULT_FAMILIES`: hard-concrete gates for
+    :class:`~pyro_bnn.distributions.HardConcrete` and :class:`~pyro_bnn.distributions.L0Prior`,
+    a truncated log-normal for :class:`~pyro_bnn.distributions.LogUniform`, spike-and-slab for
+    :class:`~pyro_bnn.distributions.SpikeAndSlab`, a relaxed Bernoulli for ``Bernoulli``), then
+    the Normal family (Normal for real weights, LogNormal for positive scales).  A site the
+    model marks with ``infer={"per_example": True}`` (a group scale, gate or noise) gets a
+    family sample drawn afresh for every example where it scales a layer's weight.
+    Hierarchical priors whose sites nest under a weight's name (``fc1.weight``,
+    ``fc1.weight.global.scale``) are fine.
 
     Initial values: the matching entry of ``pretrained`` (site name -> tensor), else
-    ``init_loc_fn(site)``, else torch's own layer initialization ``U(-1/sqrt(fan_in),
+    ``init_loc_fn(site)``, else the value the model suggests with ``infer={"init_value": ...}``
+    (a group scale starts at 1), else torch's own layer initialization ``U(-1/sqrt(fan_in),
     1/sqrt(fan_in))`` for real sites with at least two dimensions (weights) and for a
     one-dimensional site whose sibling ``weight`` site exists (its bias), zero for other real
     sites and a feasible point (1 for positive scales) otherwise.  Each family documents what
@@ -256,6 +268,7 @@ class AutoSiteGuide(AutoGuide):
                 event_dim=fn.event_dim,
                 transform=_elementwise_bijection(support),
                 max_scale=self._cap(name),
+                per_example=bool(trace_site["infer"].get("per_example", False)),
             )
             family, selector = self._default_family(site), "the default"
             for index, (key, candidate) in enumerate(self._families):
@@ -313,9 +326,8 @@ class AutoSiteGuide(AutoGuide):
         return bool(key(name, trace_site))
 
     def _default_family(self, site: Site) -> GuideFamily:
-        if isinstance(site.prior, HardConcrete):
-            return as_family("hard_concrete")
-        return self._normal
+        name = default_family_name(site.prior)
+        return self._normal if name is None else as_family(name)
 
     def _module_at(self, name: str) -> _SiteParameters:
         module = self.params
@@ -352,6 +364,8 @@ class AutoSiteGuide(AutoGuide):
             return torch.as_tensor(self._pretrained[name]).detach()
         if self._init_loc_fn is not None:
             return self._init_loc_fn(site)
+        if "init_value" in site["infer"]:
+            return torch.as_tensor(site["infer"]["init_value"]).detach()
         value = site["value"].detach()
         if _base_support(site["fn"].support) is not constraints.real:
             return value

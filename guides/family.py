@@ -30,6 +30,9 @@ class Site:
     :ivar transform: the elementwise bijection from the reals onto the support, or ``None``
         where none exists (a simplex, a correlation matrix).
     :ivar max_scale: a cap on the standard deviation that the guide was asked to apply here.
+    :ivar per_example: the model asked for the site's sample to be drawn afresh for every
+        example where it scales a layer's weight (``infer={"per_example": True}``): a group
+        scale, gate or noise, locally reparameterized (:func:`~pyro_bnn.ops.per_example`).
     """
 
     name: str
@@ -39,6 +42,7 @@ class Site:
     event_dim: int
     transform: Transform | None
     max_scale: float | None = None
+    per_example: bool = False
 
 
 class GuideFamily:
@@ -103,6 +107,24 @@ def register_family(cls: type[GuideFamily]) -> type[GuideFamily]:
         raise ValueError(f"a guide family needs a new, non-empty name; got {cls.name!r}")
     FAMILIES[cls.name] = cls
     return cls
+
+
+#: Prior type -> the name of the family a guide gives its sites by default (the first match in
+#: the prior's MRO); the Normal family covers every prior not listed.
+DEFAULT_FAMILIES: dict[type, str] = {}
+
+
+def register_default_family(prior_type: type, family_name: str) -> None:
+    """Give sites with a ``prior_type`` prior the family ``family_name`` unless the guide's
+    ``families`` say otherwise."""
+    DEFAULT_FAMILIES[prior_type] = family_name
+
+
+def default_family_name(prior) -> str | None:
+    for cls in type(prior).__mro__:
+        if cls in DEFAULT_FAMILIES:
+            return DEFAULT_FAMILIES[cls]
+    return None
 
 
 def as_family(value) -> GuideFamily:

@@ -7,9 +7,10 @@ import torch
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
-from pyro_bnn.distributions import HardConcrete
+from pyro_bnn.distributions import HardConcrete, L0Prior
+from pyro_bnn.ops import per_example
 
-from .family import GuideFamily, Site, register_family
+from .family import GuideFamily, Site, register_default_family, register_family
 
 #: Initial log alpha: the gates start open, P(z > 0) = sigmoid(log alpha - beta log(-l / r))
 #: = 0.99 with the default temperature and stretch.
@@ -55,13 +56,21 @@ class HardConcreteFamily(GuideFamily):
     def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
         prior = site.prior
         if isinstance(prior, HardConcrete):
-            return HardConcrete(
+            gate = HardConcrete(
                 params.log_alpha, prior.temperature, prior.stretch_low, prior.stretch_high,
                 validate_args=False,
             )  # fmt: skip
-        return HardConcrete(params.log_alpha, validate_args=False)
+        else:
+            gate = HardConcrete(params.log_alpha, validate_args=False)
+        # One gate sample per example (the L0 code's `local_rep`) where the model asks for it;
+        # by default one per mini-batch, as in the thesis's experiments.
+        return per_example(gate) if site.per_example else gate
 
     def median(self, site: Site, params: PyroModule) -> torch.Tensor:
         # point_estimate is a property of HardConcrete, not a method: calling it made
         # AutoSiteGuide.median() raise "'Tensor' object is not callable".
         return self.posterior(site, params).point_estimate
+
+
+register_default_family(HardConcrete, HardConcreteFamily.name)
+register_default_family(L0Prior, HardConcreteFamily.name)

@@ -11,6 +11,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import ExpTransform, identity_transform
 
 from pyro_bnn.distributions.kl import LOG_ALPHA_RANGE
+from pyro_bnn.ops import per_example
 
 from .family import GuideFamily, Site, register_family
 from .local_reparameterized_normal import LocalReparameterizedNormal
@@ -69,10 +70,16 @@ class NormalFamily(GuideFamily):
 
     def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
         loc, log_variance = params.loc, _capped(site, params.log_variance)
+        if site.per_example:
+            return per_example(self._plain(site, loc, log_variance))
         # The scale is an exponential, positive by construction: skip the per-step validation
         # pass over every weight.
         if site.transform == identity_transform and self.local_reparameterization:
             return LocalReparameterizedNormal(loc, log_variance=log_variance, validate_args=False)
+        return self._plain(site, loc, log_variance)
+
+    @staticmethod
+    def _plain(site: Site, loc: torch.Tensor, log_variance: torch.Tensor) -> dist.Distribution:
         scale = (0.5 * log_variance).exp()
         if site.transform == identity_transform:
             return dist.Normal(loc, scale, validate_args=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
@@ -14,6 +15,8 @@ from torch import nn
 
 from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.util import all_finite
+
+from .structured.base import WeightPrior, group_dim
 
 #: Layers whose ``weight`` becomes random under the default selection.
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -96,7 +99,10 @@ class BayesianNetwork(PyroModule):
     :param net: the network; it is copied, the original is left untouched.
     :param likelihood: a likelihood module from :mod:`pyro_bnn.models.likelihoods`.
     :param prior: ``prior(name, parameter) -> distribution`` with batch shape
-        ``parameter.shape``; default :func:`log_uniform_prior`.
+        ``parameter.shape``, or a :class:`~pyro_bnn.models.structured.WeightPrior` (a structured
+        prior whose groups are input neurons of linear layers and output channels of
+        convolutions, see :func:`~pyro_bnn.models.structured.structured_prior`); default
+        :func:`log_uniform_prior`.
     :param select: which parameters get a prior: ``"weights"`` (the weights of linear and
         convolutional layers), a module type or tuple of types, a list of parameter names or
         glob patterns (``["fc*.weight"]``), or a predicate
@@ -135,11 +141,28 @@ class BayesianNetwork(PyroModule):
                 targets.append((module_name, name, full, parameter.detach().clone()))
         if not targets:
             raise ValueError(f"select={select!r} chose no parameter of the network")
+        modules = dict(net.named_modules())
+        priors = {}
+        for module_name, _, full, value in targets:
+            fn = prior(full, value)
+            if isinstance(fn, WeightPrior):
+                fn = (fn, group_dim(modules[module_name], full))
+            priors[full] = fn
         to_pyro_module_(net)
         modules = dict(net.named_modules())
         self.initial_values: dict[str, torch.Tensor] = {}
+        #: The weights with a structured prior: ``{weight site: StructuredLayer}``.
+        self.structured: dict[str, StructuredLayer] = {}
         for module_name, name, full, value in targets:
-            fn = prior(full, value)
+            fn = priors[full]
+            if isinstance(fn, tuple):
+                weight_prior, dim = fn
+                module = modules[module_name]
+                if weight_prior.deterministic_weight:
+                    setattr(module, f"{name}_unscaled", nn.Parameter(value.clone()))
+                setattr(module, name, PyroSample(_StructuredWeight(name, weight_prior, dim, value)))
+                self.structured[f"net.{full}"] = StructuredLayer(weight_prior, dim, value.shape)
+                continue
             if fn.batch_shape != value.shape or fn.event_shape:
                 raise ValueError(
                     f"the prior for {full} has batch shape {tuple(fn.batch_shape)} and event "
@@ -178,5 +201,45 @@ class BayesianNetwork(PyroModule):
         return self.likelihood(self.net(x), y)
 
     def random_sites(self) -> list[str]:
-        """Names of the sample sites that carry a prior."""
-        return list(self.initial_values)
+        """Names of the weights that carry a prior (for a structured prior, the composed
+        weight, a deterministic site over the prior's own sample sites)."""
+        return list(self.initial_values) + list(self.structured)
+
+    def unscaled_weight(self, site: str) -> torch.Tensor | None:
+        """The point-estimate weight under a structured prior's random groups (L0 gates,
+        structured Bayesian pruning) of the weight ``site``, else ``None``."""
+        if not self.structured[site].prior.deterministic_weight:
+            return None
+        module_name, _, name = site.removeprefix("net.").rpartition(".")
+        module = self.net.get_submodule(module_name)
+        return getattr(module, f"{name}_unscaled").detach()
+
+
+@dataclass(frozen=True)
+class StructuredLayer:
+    """A weight with a structured prior: the prior, the weight dimension of its groups and
+    the weight's shape."""
+
+    prior: WeightPrior
+    group_dim: int
+    shape: torch.Size
+
+
+class _StructuredWeight:
+    """``PyroSample(fn)``'s ``fn(module)``: issues a structured prior's sites and returns the
+    layer's weight, which Pyro records as a deterministic site under the weight's name."""
+
+    def __init__(self, name: str, prior: WeightPrior, group_dim: int, init: torch.Tensor):
+        self.name = name
+        self.prior = prior
+        self.group_dim = group_dim
+        self.init = init
+
+    def __call__(self, module: nn.Module) -> torch.Tensor:
+        unscaled = None
+        if self.prior.deterministic_weight:
+            unscaled = getattr(module, f"{self.name}_unscaled")
+        fullname = module._pyro_get_fullname(self.name)
+        like = next(module.parameters(), None)
+        init = self.init if like is None else self.init.to(like)
+        return self.prior.sample(fullname, init, self.group_dim, unscaled)

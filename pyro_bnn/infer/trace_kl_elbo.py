@@ -64,6 +64,10 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] != "sample":
                 continue
+            if model_site["infer"].get("_deterministic"):
+                # pyro.deterministic records a value (a structured prior's composed weight);
+                # its masked Delta contributes nothing, and evaluating it would draw a sample.
+                continue
             if model_site["is_observed"]:
                 data_term = data_term + self._log_prob_sum(model_site)
                 continue

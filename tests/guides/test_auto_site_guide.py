@@ -560,10 +560,13 @@ def test_a_family_without_point_masses_for_a_prior_with_them_warns():
             pyro.sample("obs", dist.Normal(x @ weight.T, 1.0).to_event(1), obs=y)
 
     with pytest.warns(GuideFamilyWarning, match="site 'w' has a SpikeAndSlab prior"):
-        AutoSiteGuide(spike_and_slab_model)(*mixed_data())
-    # A point mass represents it, and the default family of a gate has point masses.
+        AutoSiteGuide(spike_and_slab_model, families={"w": "normal"})(*mixed_data())
+    # A point mass represents it, and the default families of a spike-and-slab weight and of
+    # a gate have point masses.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         AutoSiteGuide(spike_and_slab_model, families={"w": "delta"})(*mixed_data())
+        pyro.clear_param_store()
+        AutoSiteGuide(spike_and_slab_model)(*mixed_data())
         pyro.clear_param_store()
         AutoSiteGuide(mixed_model)(*mixed_data())
