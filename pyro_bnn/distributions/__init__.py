@@ -8,18 +8,22 @@ from .hard_concrete import HardConcrete
 from .horseshoe import group_horseshoe, half_cauchy_decomposition
 from .improper_log_uniform import ImproperLogUniform
 from .kl import sparse_vd_kl
+from .l0_prior import L0Prior
 from .log_uniform import LogUniform
 from .matrix_normal import MatrixNormal
 from .scale_mixture_normal import ScaleMixtureNormal
 from .spike_and_slab import SpikeAndSlab
+from .truncated_log_normal import TruncatedLogNormal
 
 __all__ = [
     "HardConcrete",
     "ImproperLogUniform",
+    "L0Prior",
     "LogUniform",
     "MatrixNormal",
     "ScaleMixtureNormal",
     "SpikeAndSlab",
+    "TruncatedLogNormal",
     "group_horseshoe",
     "half_cauchy_decomposition",
     "kl",

@@ -176,6 +176,22 @@ class HardConcrete(TorchDistribution):
         nodes, weights = self._quadrature()
         return (weights * torch.sigmoid(-self._cdf_logit(nodes))).sum(0)
 
+    def entropy(self) -> torch.Tensor:
+        r"""
+        Entropy with respect to the base measure of :meth:`log_prob`,
+        :math:`\delta_0 + \delta_1 +` Lebesgue on :math:`(0, 1)`:
+
+        .. math::
+            H = -Q(0)\log Q(0) - P(1)\log P(1) - \int_0^1 q(z)\log q(z)\,dz,
+
+        the integral evaluated with the Gauss-Legendre rule of the KL.
+        """
+        nodes, weights = self._quadrature()
+        log_density = self._stretched_log_density(nodes)
+        continuous = -(weights * log_density.exp() * log_density).sum(0)
+        log_zero, log_one = self.log_prob_zero, self.log_prob_one
+        return continuous - log_zero.exp() * log_zero - log_one.exp() * log_one
+
     @property
     def variance(self) -> torch.Tensor:
         # The central moment P(0) m^2 + P(1) (1 - m)^2 + int_0^1 (t - m)^2 q(t) dt sums

@@ -31,8 +31,11 @@ from torch.distributions import (
 
 from .hard_concrete import HardConcrete
 from .improper_log_uniform import ImproperLogUniform
+from .l0_prior import L0Prior
+from .log_uniform import LogUniform
 from .matrix_normal import MatrixNormal
 from .spike_and_slab import SpikeAndSlab
+from .truncated_log_normal import TruncatedLogNormal
 
 # Constants of the sparse variational dropout approximation (thesis Eq. 81).
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -207,6 +210,52 @@ def _kl_hard_concrete(p: HardConcrete, q: HardConcrete) -> torch.Tensor:
         p.log_prob_one - q.log_prob_one
     )
     return (atoms + continuous).expand(batch_shape)
+
+
+@register_kl(HardConcrete, L0Prior)
+def _kl_hard_concrete_l0(p: HardConcrete, q: L0Prior) -> torch.Tensor:
+    r"""
+    The expected L0 penalty (thesis Eq. 106, 110): with :math:`\log L0Prior(z) =
+    -\lambda [z \neq 0] - \log(1 + 2e^{-\lambda})` on the hard concrete's base measure,
+
+    .. math:: \mathrm{KL} = \lambda\,P(z \neq 0) + \log(1 + 2e^{-\lambda}) - H[p].
+
+    Unless ``q.gate_entropy``, only :math:`\lambda\,P(z \neq 0)` is returned: the KL up to
+    the gate entropy and a term constant in ``p``, i.e. the L0 objective of Eq. 97.
+    """
+    kl = q.penalty * p.prob_nonzero
+    if q.gate_entropy:
+        kl = kl + q.log_normalizer - p.entropy()
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
+
+
+@register_kl(TruncatedLogNormal, LogUniform)
+def _kl_truncated_log_normal_log_uniform(p: TruncatedLogNormal, q: LogUniform) -> torch.Tensor:
+    r"""
+    Structured Bayesian pruning's KL (Neklyudov et al., 2017). On the log scale
+    :math:`x = \log\theta` the prior is uniform on :math:`[\log a, \log b]`, and the KL is
+    invariant under the change of variables, so
+
+    .. math::
+        \mathrm{KL} = -H[\theta] + \mathbb{E}[\log\theta] + \log(\log b - \log a)
+                    = \log(\log b - \log a) - H[x],
+        \qquad H[x] = \log(\sqrt{2\pi e}\,\sigma Z)
+                      + \frac{\alpha\phi(\alpha) - \beta\phi(\beta)}{2Z},
+
+    the entropy of the truncated normal :math:`x` (:math:`H[\theta] = H[x] + \mathbb{E}[x]`).
+    It holds whenever the support of ``p`` lies inside the prior's (with equal bounds in
+    SBP); otherwise the KL is infinite and this raises ``ValueError``.
+    """
+    if not (torch.le(q.low, p.low).all() and torch.le(p.high, q.high).all()):
+        raise ValueError(
+            "kl_divergence(TruncatedLogNormal, LogUniform): the support of the truncated "
+            "log-normal must lie inside the log-uniform prior's (the same bounds in SBP), "
+            f"otherwise the KL is infinite; got [{p.low}, {p.high}] against [{q.low}, {q.high}]"
+        )
+    entropy_log, _ = p._log_entropy_terms()
+    low, high = q.low.to(entropy_log.dtype), q.high.to(entropy_log.dtype)
+    kl = (high.log() - low.log()).log() - entropy_log
+    return kl.to(p.loc.dtype).expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))
 
 
 def _check_event_shapes(p, q) -> None:

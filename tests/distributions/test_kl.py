@@ -16,8 +16,11 @@ from torch.distributions import kl_divergence
 from pyro_bnn.distributions import (
     HardConcrete,
     ImproperLogUniform,
+    L0Prior,
+    LogUniform,
     ScaleMixtureNormal,
     SpikeAndSlab,
+    TruncatedLogNormal,
     sparse_vd_kl,
 )
 from pyro_bnn.distributions.kl import (
@@ -222,6 +225,32 @@ def test_hard_concrete_kl_is_zero_for_equal_gates_and_differentiable():
     # The KL is minimal where p = q (the middle gate), and increases away from it.
     assert log_alpha.grad[0] < 0 < log_alpha.grad[2]
     assert log_alpha.grad[1].abs() < 1e-6
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.7, 3.0])
+def test_hard_concrete_to_l0_prior_kl_matches_monte_carlo(penalty):
+    # With the gate entropy the registered KL is the full one; without it, the same minus
+    # log(1 + 2 e^-penalty) - H[p].
+    log_alpha, temperature = _hard_concrete_grid()
+    p = HardConcrete(log_alpha, temperature)
+    q = L0Prior(torch.tensor(penalty, dtype=torch.float64), gate_entropy=True)
+    assert_within_3_se(kl_divergence(p, q), p, q)
+    q = L0Prior(torch.tensor(penalty, dtype=torch.float64))
+    offset = math.log1p(2 * math.exp(-penalty))
+    assert_within_3_se(kl_divergence(p, q) + offset - p.entropy(), p, q)
+
+
+# --------------------------------------------------------------------------------------
+# Truncated log-normal vs log-uniform (structured Bayesian pruning)
+
+
+def test_truncated_log_normal_to_log_uniform_kl_matches_monte_carlo():
+    loc = torch.tensor([0.0, 0.0, 3.0, -25.0, -10.0, -20.0], dtype=torch.float64)
+    scale = torch.tensor([1.0, math.exp(-5), 0.7, 2.0, 5.0, math.exp(5)], dtype=torch.float64)
+    p = TruncatedLogNormal(loc, scale, math.exp(-20), 1.0)
+    q = LogUniform(p.low, p.high)
+    # Unbiased over seeds; six cases at 3 se each, so the suite's seed gets more samples.
+    assert_within_3_se(kl_divergence(p, q), p, q, num_samples=300_000)
 
 
 # --------------------------------------------------------------------------------------
