@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -127,6 +127,9 @@ class BayesianNetwork(PyroModule):
         super().__init__()
         chosen = _selector(select, include_bias)
         net = copy.deepcopy(net)
+        # The plain architecture, for deterministic networks with chosen weights (the pruned
+        # posterior mean); kept out of the module tree so that it adds no parameters.
+        self.__dict__["_architecture"] = copy.deepcopy(net)
         targets = []
         for module_name, module in net.named_modules():
             for name, parameter in module.named_parameters(recurse=False):
@@ -204,6 +207,42 @@ class BayesianNetwork(PyroModule):
         """Names of the weights that carry a prior (for a structured prior, the composed
         weight, a deterministic site over the prior's own sample sites)."""
         return list(self.initial_values) + list(self.structured)
+
+    def deterministic_network(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A plain ``nn.Module`` copy of the network (evaluation mode) with the given weights
+        for the random parameters and the model's own values for everything else (biases,
+        normalization layers' parameters and statistics).
+
+        :param weights: ``{parameter name: tensor}`` for every random parameter, named as in the
+            network (``"fc1.weight"``).
+        """
+        net = copy.deepcopy(self.__dict__["_architecture"])
+        state = net.state_dict()
+        own = self.net.state_dict()
+        random = {site.removeprefix("net.") for site in self.random_sites()}
+        missing = random - set(weights)
+        unknown = set(weights) - random
+        if missing or unknown:
+            raise ValueError(
+                "deterministic_network needs exactly the random parameters "
+                f"{', '.join(sorted(random))}; "
+                + (f"missing {', '.join(sorted(missing))}" if missing else "")
+                + ("; " if missing and unknown else "")
+                + (f"not random: {', '.join(sorted(unknown))}" if unknown else "")
+            )
+        for key in state:
+            if key in weights:
+                value = torch.as_tensor(weights[key])
+                if value.shape != state[key].shape:
+                    raise ValueError(
+                        f"the weight for {key} has shape {tuple(value.shape)}, the network's "
+                        f"has {tuple(state[key].shape)}"
+                    )
+                state[key] = value.detach()
+            elif key in own:
+                state[key] = own[key].detach()
+        net.load_state_dict(state)
+        return net.eval()
 
     def unscaled_weight(self, site: str) -> torch.Tensor | None:
         """The point-estimate weight under a structured prior's random groups (L0 gates,

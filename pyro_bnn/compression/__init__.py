@@ -1,5 +1,21 @@
-"""Compression of trained Bayesian networks: pruning rules, pruned weights and reports."""
+"""Compression of trained Bayesian networks: each method's pruning rule, the cascade of removed
+units through the network, bit precision, the compression rates of Louizos' thesis (Table 9)
+and the export of a smaller deterministic network."""
 
+from .compress import SCENARIOS, CompressedNetwork, compress
+from .export import KeptInputs, export, masked_network, save_exported
+from .precision import (
+    CompressionRatios,
+    LayerPrecision,
+    compression_ratios,
+    exponent_bits,
+    kmeans_share,
+    layer_precision,
+    round_to_precision,
+    significant_bits,
+    unit_round_off,
+)
+from .rules import layer_name, layer_posteriors, magnitude_masks, signal_to_noise_masks
 from .sparse_vd import (
     DEFAULT_LOG_ALPHA_THRESHOLD,
     CompressionReport,
@@ -9,13 +25,39 @@ from .sparse_vd import (
     prune,
     pruned_posterior_mean,
 )
+from .structure import PRUNABLE_LAYERS, UnitMasks, cascade, kept_weights, layer_flops
 
 __all__ = [
     "DEFAULT_LOG_ALPHA_THRESHOLD",
+    "PRUNABLE_LAYERS",
+    "SCENARIOS",
+    "CompressedNetwork",
+    "CompressionRatios",
     "CompressionReport",
+    "KeptInputs",
+    "LayerPrecision",
     "LayerSparsity",
     "PointGuide",
+    "UnitMasks",
+    "cascade",
+    "compress",
+    "compression_ratios",
     "compression_report",
+    "exponent_bits",
+    "export",
+    "kept_weights",
+    "kmeans_share",
+    "layer_flops",
+    "layer_name",
+    "layer_posteriors",
+    "layer_precision",
+    "magnitude_masks",
+    "masked_network",
     "prune",
     "pruned_posterior_mean",
+    "round_to_precision",
+    "save_exported",
+    "signal_to_noise_masks",
+    "significant_bits",
+    "unit_round_off",
 ]
