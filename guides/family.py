@@ -30,6 +30,9 @@ class Site:
     :ivar transform: the elementwise bijection from the reals onto the support, or ``None``
         where none exists (a simplex, a correlation matrix).
     :ivar max_scale: a cap on the standard deviation that the guide was asked to apply here.
+    :ivar init_log_variance: a starting log-variance the model suggests for the site
+        (``infer={"init_log_variance": ...}``, a number or a tensor of the site's shape), used
+        by families that have one instead of their default.
     :ivar per_example: the model asked for the site's sample to be drawn afresh for every
         example where it scales a layer's weight (``infer={"per_example": True}``): a group
         scale, gate or noise, locally reparameterized (:func:`~pyro_bnn.ops.per_example`).
@@ -43,6 +46,7 @@ class Site:
     transform: Transform | None
     max_scale: float | None = None
     per_example: bool = False
+    init_log_variance: float | torch.Tensor | None = None
 
 
 class GuideFamily:

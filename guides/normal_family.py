@@ -33,7 +33,8 @@ class NormalFamily(GuideFamily):
     The parameterization is additive (Molchanov et al., 2017): a mean ``loc`` and a
     log-variance ``log_variance = log sigma^2``, so the noise never enters ``dw/dmu``.
     Initialization: ``loc`` is the site's initial value mapped to the reals (the layer's own
-    initialization or a pretrained network), ``log_variance`` is ``init_log_variance``.
+    initialization or a pretrained network), ``log_variance`` is ``init_log_variance`` (or the
+    value the model suggests with ``infer={"init_log_variance": ...}``).
 
     :param init_log_variance: initial ``log sigma^2``.
     :param local_reparameterization: let real sites' samples reach the layers as
@@ -62,7 +63,8 @@ class NormalFamily(GuideFamily):
 
     def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
         loc = site.transform.inv(init).detach().clone()
-        log_variance = torch.full_like(loc, self.init_log_variance)
+        start = self.init_log_variance if site.init_log_variance is None else site.init_log_variance
+        log_variance = torch.as_tensor(start).to(loc).expand_as(loc).clone()
         return {
             "loc": PyroParam(loc, constraints.real),
             "log_variance": PyroParam(log_variance, constraints.real),

@@ -86,6 +86,16 @@ def group_view(values: torch.Tensor, shape: torch.Size, dim: int) -> torch.Tenso
     return values.reshape(view)
 
 
+def group_rms(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """The root mean square of each group's weights, shape ``(groups,)``: the starting group
+    scale of the non-centred priors.  The product ``z * w~`` does not fix how the weight's size
+    splits between the scale and the standardized weight; starting ``z`` at the group's size
+    puts ``w~ = w / z`` on the scale of its N(0, 1) prior from the first step, instead of
+    leaving SVI to move the size over (the thesis starts ``z`` at 1 and trains 200 epochs)."""
+    others = [d for d in range(weight.dim()) if d != dim]
+    return weight.square().mean(others).sqrt().clamp_min(1e-3)
+
+
 def per_layer(value, name: str, what: str):
     """``value``, or its entry for the layer of parameter ``name`` when it is a mapping keyed by
     layer (``"fc1"``) or parameter (``"fc1.weight"``) name."""

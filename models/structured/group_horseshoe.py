@@ -28,7 +28,7 @@ from pyro_bnn.distributions import half_cauchy_decomposition
 from pyro_bnn.distributions.horseshoe import DEFAULT_GLOBAL_SCALE
 from pyro_bnn.ops import scale_groups
 
-from .base import GroupPosterior, WeightPrior, group_view, posterior_of
+from .base import GroupPosterior, WeightPrior, group_rms, group_view, posterior_of
 
 #: Default pruning threshold on the negative log-mode of z_i, sigma_z^2 - mu_z: a group is kept
 #: while the mode of its scale, exp(mu_z - sigma_z^2), exceeds exp(-threshold) (thesis Sec.
@@ -58,18 +58,28 @@ class GroupHorseshoe(WeightPrior):
     def sample(self, name, init, group_dim, unscaled):
         groups = init.shape[group_dim]
         scales = {}
-        for shape, part, scale in (((), "global", self.global_scale), ((groups,), "group", 1.0)):
+        tau = self.global_scale
+        # Starting values: every group scale z_i = sqrt(s_a s_b a_i b_i) starts at its group's
+        # root mean square weight (group_rms), with s_a = tau0^2 where its prior puts its mass
+        # and the heavy-tailed b_i = rms_i^2 / tau0^2 making up for it.  Starting s_a at 1
+        # instead puts it 1e10 prior scales out: a KL of 1e10 nats whose gradient takes
+        # thousands of steps to walk back.
+        rms = group_rms(init, group_dim)
+        starts = {"global.gamma": tau**2, "global.inv_gamma": 1.0, "group.gamma": 1.0,
+                  "group.inv_gamma": rms.square() / tau**2}  # fmt: skip
+        for shape, part, scale in (((), "global", tau), ((groups,), "group", 1.0)):
             gamma, inverse_gamma = half_cauchy_decomposition(torch.tensor(scale).to(init))
             for suffix, fn in (("gamma", gamma), ("inv_gamma", inverse_gamma)):
+                start = torch.as_tensor(starts[f"{part}.{suffix}"]).expand(shape).to(init)
                 scales[f"{part}.{suffix}"] = pyro.sample(
                     f"{name}.{part}.{suffix}",
                     fn.expand(shape).to_event(len(shape)),
-                    infer={"per_example": True, "init_value": torch.ones(shape).to(init)},
+                    infer={"per_example": True, "init_value": start},
                 )
         standardized = pyro.sample(
             f"{name}.standardized",
             dist.Normal(torch.zeros_like(init), 1.0).to_event(init.dim()),
-            infer={"init_value": init},
+            infer={"init_value": init / group_view(rms, init.shape, group_dim)},
         )
         group_scale = (scales["group.gamma"] * scales["group.inv_gamma"]).sqrt()
         global_scale = (scales["global.gamma"] * scales["global.inv_gamma"]).sqrt()

@@ -10,10 +10,13 @@ weight is the log-uniform :math:`p(w) \propto 1/|w|` (Eq. 76-77).  The guide of 
 = \mathcal{N}(\mu_{ij}, \sigma^2_{ij})`, which :class:`~pyro_bnn.guides.AutoSiteGuide` gives by
 default; the KLs are the sparse-VD approximation on :math:`\log\alpha_i = \log\sigma^2_{z_i} -
 \log\mu^2_{z_i}` (Eq. 81, with its sign fixed) and the Gaussian KL of Eq. 80.  The scales are
-drawn per example at the layer call (Alg. 5 and 6).
+drawn per example at the layer call (Alg. 5 and 6).  Each group scale starts at the root mean
+square of its group's initial weights (:func:`~pyro_bnn.models.structured.base.group_rms`).
 """
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -22,12 +25,15 @@ import torch
 from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.ops import scale_groups
 
-from .base import GroupPosterior, WeightPrior, group_view, posterior_of
+from .base import GroupPosterior, WeightPrior, group_rms, group_view, posterior_of
 
 #: Default pruning threshold on the group's log alpha: a group is kept while
 #: log sigma_z^2 - log mu_z^2 < -3 (alpha < 0.05).  The thesis picks thresholds from the
 #: bimodal histogram (Fig. 28); its reference code uses -2.8, -3 and -5 on LeNet-300-100.
 DEFAULT_LOG_ALPHA_THRESHOLD = -3.0
+
+#: The groups' starting log alpha: the thesis starts q(z) with E[z] ~ 1 and Var[z] ~ 1e-8.
+INIT_LOG_ALPHA = math.log(1e-8)
 
 
 class GroupNormalJeffreys(WeightPrior):
@@ -40,15 +46,21 @@ class GroupNormalJeffreys(WeightPrior):
 
     def sample(self, name, init, group_dim, unscaled):
         groups = init.shape[group_dim]
+        start = group_rms(init, group_dim)
         scale = pyro.sample(
             f"{name}.group_scale",
             ImproperLogUniform((groups,)).to_event(1),
-            infer={"per_example": True, "init_value": torch.ones(groups).to(init)},
+            # alpha = sigma_z^2 / mu_z^2 starts at 1e-8 (Sec. 6.5): every group starts active.
+            infer={
+                "per_example": True,
+                "init_value": start,
+                "init_log_variance": start.square().log() + INIT_LOG_ALPHA,
+            },
         )
         standardized = pyro.sample(
             f"{name}.standardized",
             dist.Normal(torch.zeros_like(init), 1.0).to_event(init.dim()),
-            infer={"init_value": init},
+            infer={"init_value": init / group_view(start, init.shape, group_dim)},
         )
         return scale_groups(standardized, scale, group_dim)
 
