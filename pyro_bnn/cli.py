@@ -1,14 +1,19 @@
 """The ``pyro-bnn`` command: ``pyro-bnn train`` and ``pyro-bnn evaluate``.
 
-``pyro-bnn train`` trains a network on an image classification set, either with sparse
-variational dropout (log-uniform prior, mean-field Gaussian guide with local
-reparameterization, SVI) or deterministically (the baseline with the same budget), evaluates
-it and writes into the output directory:
+``pyro-bnn train`` trains a network on an image classification set with sparse variational
+dropout (log-uniform prior, mean-field Gaussian guide with local reparameterization, SVI), with
+one of the structured methods (``group-nj`` and ``group-horseshoe``: Bayesian compression with
+group normal-Jeffreys and group horseshoe priors; ``l0``: hard-concrete gates with an
+expected-L0 penalty; ``spike-and-slab``: group spike-and-slab; ``sbp``: structured Bayesian
+pruning), or deterministically (the baseline with the same budget), evaluates it and writes
+into the output directory:
 
 - ``checkpoint.pt``: model, guide and optimizer (sparse VD) or the network (deterministic), with
   the options of the run;
 - ``metrics.json``: accuracy, NLL, ECE, per-layer sparsity, compression ratio, timings, history;
-- ``training_curves.png``, and for sparse VD ``log_alpha_histogram.png`` and ``weight_mask.png``.
+- ``training_curves.png``; for sparse VD ``log_alpha_histogram.png`` and ``weight_mask.png``;
+  for the structured methods ``group_statistics.png``.  For L0 the expected FLOPs of every
+  epoch are in the history.
 
 Unset options take per-data-set defaults: 10 epochs, batch 128, learning rate 1e-3 and no KL
 warm-up; for the small digits set 60 epochs, batch 64, learning rate 3e-3 and a 10-epoch warm-up.
@@ -31,8 +36,18 @@ restarting the interrupted epoch.  Ctrl-C during deterministic training (the bas
 
 ``pyro-bnn evaluate`` loads the run saved in ``--output`` (``checkpoint.pt``, read with
 ``weights_only=True``), rebuilds its network from the recorded options, evaluates it on the test
-set (error, NLL, ECE; pruned error and compression for sparse VD) and prints the summary train
-prints.  It writes ``evaluation.json`` atomically and leaves ``metrics.json`` as it is.
+set (error, NLL, ECE; pruned error and compression for the Bayesian methods) and prints the
+summary train prints.  It writes ``evaluation.json`` atomically and leaves ``metrics.json`` as
+it is.
+
+``pyro-bnn compress RUN_DIR`` prunes a trained Bayesian run with its method's rule, follows the
+removed neurons and channels through the network, chooses each layer's bit precision from the
+posterior variances, and reports the pruned architecture, the bits per layer, the three
+compression rates of Louizos' thesis (pruning; fast prediction = pruning and reduced precision;
+maximum compression = K-means weight sharing), the test error before and after, and the speed-up
+of the exported network over the original on this CPU (measured side by side).  It writes
+``compression.json`` and ``compressed.pt2``, the exported network as a ``torch.export`` program,
+which ``torch.export.load("compressed.pt2").module()`` runs without Pyro or pyro-bnn.
 """
 
 from __future__ import annotations
@@ -50,7 +65,18 @@ from collections.abc import Sequence
 
 import torch
 
-METHODS = ("sparse-vd", "deterministic")
+#: The structured methods of Louizos' thesis and seed 004 (:mod:`pyro_bnn.models.structured`).
+STRUCTURED_METHODS = ("group-nj", "group-horseshoe", "l0", "spike-and-slab", "sbp")
+METHODS = ("sparse-vd", "deterministic", *STRUCTURED_METHODS)
+#: The thesis's standard-deviation caps for Bayesian compression (Sec. 6.5): the first layer of
+#: LeNet-300-100 at 0.2, of LeNet-5-Caffe at 0.5; the VGG caps by width (64/128 maps: 0.1, 256
+#: maps: 0.2).
+STD_CAPS = {
+    "lenet-300-100": {"fc1": 0.2},
+    "lenet-5-caffe": {"conv1": 0.5},
+    "vgg-like": {"conv1": 0.1, "conv2": 0.1, "conv3": 0.1, "conv4": 0.1, "conv5": 0.2,
+                 "conv6": 0.2, "conv7": 0.2},
+}  # fmt: skip
 ARCHITECTURES = ("lenet-300-100", "lenet-5-caffe", "vgg-like")
 DATASETS = ("auto", "fashion-mnist", "digits", "mnist", "cifar10")
 
@@ -63,6 +89,10 @@ RUN_OUTPUTS = (
     "training_curves.png",
     "log_alpha_histogram.png",
     "weight_mask.png",
+    "group_statistics.png",
+    # pyro-bnn compress's outputs describe the run they were made from.
+    "compression.json",
+    "compressed.pt2",
 )
 #: The format of the deterministic baseline's checkpoint.
 NETWORK_FORMAT = "pyro-bnn-network/1"
@@ -79,11 +109,14 @@ RESUME_MUST_MATCH = (
     "kl_warmup_epochs",
     "init_log_variance",
     "train_subset",
+    "penalty",
+    "std_caps",
 )
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
 _DOC_TRAIN, _DOC_EVALUATE = __doc__.split("\n\n", 1)[1].split("\n\n``pyro-bnn evaluate``")
+_DOC_EVALUATE, _DOC_COMPRESS = _DOC_EVALUATE.split("\n\n``pyro-bnn compress RUN_DIR``")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--kl-warmup-epochs", type=float, default=None, help="linear KL warm-up (sparse VD)"
     )
     train.add_argument(
-        "--threshold", type=float, default=3.0, help="prune weights with log alpha above this"
+        "--threshold",
+        type=float,
+        default=None,
+        help="the pruning rule's threshold (default per method: sparse VD log alpha 3, group "
+        "NJ log alpha -3, horseshoe negative log-mode 5, L0 gate 0, spike-and-slab inclusion "
+        "0.5, SBP signal-to-noise 1)",
+    )
+    train.add_argument(
+        "--penalty",
+        type=float,
+        default=None,
+        help="L0: lambda, nats per weight of an open group (default 0.1, the thesis's 0.1/N)",
+    )
+    train.add_argument(
+        "--std-cap",
+        action="append",
+        default=None,
+        metavar="LAYER=STD",
+        help="cap a layer's posterior standard deviations (repeatable); group NJ and horseshoe "
+        "default to the thesis's caps (LeNet-300-100 fc1=0.2, LeNet-5-Caffe conv1=0.5)",
     )
     train.add_argument("--init-log-variance", type=float, default=-9.0)
     train.add_argument("--num-samples", type=int, default=100, help="posterior samples at test")
@@ -163,6 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, default=None, help="pruning threshold (default: the run's)"
     )
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    compress = commands.add_parser(
+        "compress",
+        help="prune a trained run, choose bit widths and export the smaller network",
+        description="``pyro-bnn compress RUN_DIR``" + _DOC_COMPRESS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compress.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
+    compress.add_argument("--data-root", default=None, help="directory with the data set's files")
+    compress.add_argument(
+        "--threshold", type=float, default=None, help="pruning threshold (default: the run's)"
+    )
+    compress.add_argument(
+        "--speed-batch", type=int, default=1024, help="batch size of the speed comparison"
+    )
+    compress.add_argument(
+        "--speed-repeats", type=int, default=20, help="timed forward passes of each network"
+    )
+    compress.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
 
@@ -182,8 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             _print_summary(train(args))
-        else:
+        elif args.command == "evaluate":
             _print_summary(evaluate(args))
+        else:
+            _print_compression(compress(args))
     except TrainingInterrupted as stop:
         print(
             f"pyro-bnn: interrupted at epoch {stop.epoch}, step {stop.step}; checkpoint written "
@@ -228,13 +301,18 @@ def _check_arguments(args) -> None:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
     if args.pretrain_epochs < 0:
         raise ValueError(f"--pretrain-epochs must be non-negative, got {args.pretrain_epochs}")
-    if args.pretrain_epochs and args.method != "sparse-vd":
-        raise ValueError("--pretrain-epochs applies to --method sparse-vd only")
-    if args.resume and args.method != "sparse-vd":
+    if args.pretrain_epochs and args.method == "deterministic":
+        raise ValueError("--pretrain-epochs applies to the Bayesian methods only")
+    if args.resume and args.method == "deterministic":
         raise ValueError(
-            "--resume continues sparse-VD runs; the deterministic baseline keeps no optimizer "
+            "--resume continues Bayesian runs; the deterministic baseline keeps no optimizer "
             "state to continue from"
         )
+    if args.penalty is not None and args.method != "l0":
+        raise ValueError("--penalty applies to --method l0 only")
+    if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
+        raise ValueError("--std-cap applies to the structured methods only")
+    args.std_caps = _std_caps(args)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     warmup = args.kl_warmup_epochs
@@ -242,10 +320,38 @@ def _check_arguments(args) -> None:
         raise ValueError(
             f"--kl-warmup-epochs must be non-negative and finite, got {args.kl_warmup_epochs}"
         )
-    for name in ("threshold", "init_log_variance"):
+    for name in ("threshold", "init_log_variance", "penalty"):
         value = getattr(args, name)
-        if not math.isfinite(value):
+        if value is not None and not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be finite, got {value}")
+    if args.method in STRUCTURED_METHODS or args.method == "sparse-vd":
+        from pyro_bnn.models.structured import METHODS as PRIORS
+
+        # The prior classes check their own options and thresholds, before any data is read.
+        options = {} if args.penalty is None else {"penalty": args.penalty}
+        if args.method in PRIORS:
+            prior = PRIORS[args.method](**options)
+            if args.threshold is not None:
+                prior.check_threshold(args.threshold)
+
+
+def _std_caps(args) -> dict[str, float] | None:
+    """``{layer: std}`` from ``--std-cap LAYER=STD`` options, or the thesis's caps for Bayesian
+    compression, or ``None``."""
+    if args.std_cap is None:
+        if args.method in ("group-nj", "group-horseshoe"):
+            return dict(STD_CAPS.get(args.arch, {}))
+        return None
+    caps = {}
+    for item in args.std_cap:
+        layer, _, value = item.partition("=")
+        try:
+            caps[layer] = float(value)
+        except ValueError:
+            raise ValueError(f"--std-cap takes LAYER=STD, got {item!r}") from None
+        if not (layer and caps[layer] > 0 and math.isfinite(caps[layer])):
+            raise ValueError(f"--std-cap takes LAYER=STD with a positive STD, got {item!r}")
+    return caps
 
 
 def _check_output(args) -> None:
@@ -371,52 +477,102 @@ def _network(arch: str, input_shape: tuple[int, ...], num_classes: int):
     return vgg_like(channels, num_classes)
 
 
-def _bayesian(net, num_train: int, splits, init_log_variance: float):
-    """The sparse-VD model over ``net`` and its mean-field guide, started at ``net``."""
-    from pyro_bnn.guides import AutoMeanFieldNormal
+def _bayesian(net, num_train: int, splits, run: dict):
+    """The Bayesian model of ``run["method"]`` over ``net`` and its guide, started at ``net``."""
+    from pyro_bnn.guides import AutoMeanFieldNormal, AutoSiteGuide
     from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
+    from pyro_bnn.models.structured import structured_prior
 
+    likelihood = CategoricalLikelihood(num_train, splits.num_classes)
+    init_log_variance = run.get("init_log_variance", -9.0)
+    method = run["method"]
+    if method == "sparse-vd":
+        model = BayesianNetwork(net, likelihood, input_shape=splits.input_shape)
+        guide = AutoMeanFieldNormal(
+            model, pretrained=model.initial_values, init_log_variance=init_log_variance
+        )
+        return model, guide
+    options = {} if run.get("penalty") is None else {"penalty": run["penalty"]}
     model = BayesianNetwork(
-        net, CategoricalLikelihood(num_train, splits.num_classes), input_shape=splits.input_shape
+        net, likelihood, prior=structured_prior(method, **options), input_shape=splits.input_shape
     )
-    guide = AutoMeanFieldNormal(
-        model, pretrained=model.initial_values, init_log_variance=init_log_variance
-    )
+    caps = {f"net.{layer}": std for layer, std in (run.get("std_caps") or {}).items()}
+    guide = AutoSiteGuide(model, init_log_variance=init_log_variance, max_scale=caps or None)
     return model, guide
 
 
-def _evaluate_bayesian(model, guide, net, x_test, y_test, num_samples: int, threshold: float):
+def _expected_flops(model, guide, input_shape) -> float:
+    """The expected FLOPs of one input under L0 gates: each group counted with P(gate != 0)."""
+    from pyro_bnn.compression import layer_flops
+
+    probabilities = {}
+    for site, layer in model.structured.items():
+        opened = guide.get_posterior(f"{site}.gate").prob_nonzero.detach()
+        name = site.removeprefix("net.").rpartition(".")[0]
+        probabilities[name] = (opened, None) if layer.group_dim == 1 else (None, opened)
+    net = model.__dict__["_architecture"]
+    return sum(layer_flops(net, input_shape, probabilities).values())
+
+
+def _evaluate_bayesian(model, guide, net, x_test, y_test, run: dict, num_samples: int,
+                       threshold: float | None):  # fmt: skip
     """Test predictions of the posterior and of the pruned posterior mean.
 
-    :returns: ``(probs, result, log_alpha, masks)``: the predictive ``(N, C)``, the metrics
-        to record (mean mutual information, ``pruned``), and what the plots need.
+    :returns: ``(probs, result, statistics)``: the predictive ``(N, C)``, the metrics to record
+        (mean mutual information, ``pruned``), and what the plots need: sparse VD's log alpha and
+        weight masks, or a structured method's compressed network.
     """
     from pyro_bnn import infer
     from pyro_bnn import metrics as quality
     from pyro_bnn.compression import PointGuide, compression_report, prune, pruned_posterior_mean
+    from pyro_bnn.compression import compress as compress_network
+
+    prediction = infer.predict(
+        model,
+        guide,
+        x_test,
+        num_samples=num_samples,
+        batch_size=_prediction_batch(net, num_samples),
+    )
+    result = {"mean_mutual_information": prediction.mutual_information.mean().item()}
+    if run["method"] == "sparse-vd":
+        threshold = 3.0 if threshold is None else threshold
+        masks = prune(guide, threshold)
+        report = compression_report(masks)
+        point = PointGuide(pruned_posterior_mean(guide, masks))
+        pruned_probs = infer.predict(model, point, x_test, num_samples=1).probs
+        result["pruned"] = {
+            "threshold": threshold,
+            "error": 1.0 - quality.accuracy(pruned_probs, y_test),
+            "sparsity_per_layer": report.sparsity_per_layer(),
+            **report.as_dict(),
+        }
+        log_alpha = {name: value.detach() for name, value in guide.log_alpha().items()}
+        return prediction.probs, result, {"log_alpha": log_alpha, "masks": masks}
+    compressed = compress_network(model, guide, thresholds=threshold)
+    pruned_probs = _predict_network(compressed.scenario_network("pruning"), x_test)
+    result["pruned"] = {
+        "threshold": threshold,
+        "error": 1.0 - quality.accuracy(pruned_probs, y_test),
+        **compressed.as_dict(),
+    }
+    return prediction.probs, result, {"compressed": compressed}
+
+
+def _prediction_batch(net, num_samples: int) -> int:
     from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS, DEFAULT_BATCH_SIZE
 
     # Convolutional feature maps are large: bound the examples of one vectorized pass.
     convolutional = any(
         isinstance(module, torch.nn.modules.conv._ConvNd) for module in net.modules()
     )
-    batch = max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else DEFAULT_BATCH_SIZE
-    prediction = infer.predict(model, guide, x_test, num_samples=num_samples, batch_size=batch)
-    masks = prune(guide, threshold)
-    report = compression_report(masks)
-    point = PointGuide(pruned_posterior_mean(guide, masks))
-    pruned_probs = infer.predict(model, point, x_test, num_samples=1).probs
-    result = {
-        "mean_mutual_information": prediction.mutual_information.mean().item(),
-        "pruned": {
-            "threshold": threshold,
-            "error": 1.0 - quality.accuracy(pruned_probs, y_test),
-            "sparsity_per_layer": report.sparsity_per_layer(),
-            **report.as_dict(),
-        },
-    }
-    log_alpha = {name: value.detach() for name, value in guide.log_alpha().items()}
-    return prediction.probs, result, log_alpha, masks
+    return max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else DEFAULT_BATCH_SIZE
+
+
+@torch.no_grad()
+def _predict_network(network, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Class probabilities of a deterministic network, ``(N, C)``."""
+    return torch.cat([network(chunk).softmax(-1) for chunk in x.split(batch_size)])
 
 
 def _test_metrics(probs: torch.Tensor, y_test: torch.Tensor) -> dict:
@@ -505,10 +661,12 @@ def train(args) -> dict:
         "threshold": args.threshold,
         "num_samples": args.num_samples,
         "num_train": len(train_set),
+        "penalty": args.penalty,
+        "std_caps": args.std_caps,
     }
     if args.resume:
         _check_resumable(args, payload, saved, settings)
-    if args.method == "sparse-vd" and args.epochs < args.kl_warmup_epochs:
+    if args.method != "deterministic" and args.epochs < args.kl_warmup_epochs:
         source = "--kl-warmup-epochs" if warmup_given else f"the default for {splits.name}"
         print(
             f"pyro-bnn: warning: --epochs {args.epochs} is shorter than the KL warm-up of "
@@ -524,7 +682,7 @@ def train(args) -> dict:
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
 
     recorded = ("command", "method", "arch", "data", "epochs", "batch_size", "lr", "lr_schedule",
-                "pretrain_epochs", "seed", "num_train")  # fmt: skip
+                "pretrain_epochs", "seed", "num_train", "penalty", "std_caps")  # fmt: skip
     result: dict = {
         **{key: settings[key] for key in recorded},
         "num_test": len(x_test),
@@ -572,7 +730,15 @@ def train(args) -> dict:
         import pyro
 
         with pyro.get_param_store().scope():
-            model, guide = _bayesian(net, len(train_set), splits, args.init_log_variance)
+            model, guide = _bayesian(net, len(train_set), splits, settings)
+            callback = None
+            if args.method == "l0":
+                # Expected FLOPs of one input after each epoch (thesis Fig. 20-21).
+                flops = result["expected_flops"] = []
+
+                def callback(record):
+                    flops.append(_expected_flops(model, guide, splits.input_shape))
+
             records = _fit_reporting_collapse(
                 model,
                 guide,
@@ -585,17 +751,16 @@ def train(args) -> dict:
                 checkpoint=checkpoint,
                 resume=args.resume,
                 checkpoint_extra={"run": settings, "pretrain_history": pretrain_history},
+                callback=callback,
                 progress=not args.quiet,
             )
             result["train_seconds"] = time.perf_counter() - started
             result["history"] = [vars(record) for record in records]
-            probs, evaluation, log_alpha, masks = _evaluate_bayesian(
-                model, guide, net, x_test, y_test, args.num_samples, args.threshold
+            probs, evaluation, statistics = _evaluate_bayesian(
+                model, guide, net, x_test, y_test, settings, args.num_samples, args.threshold
             )
         result.update(evaluation)
-        plots.log_alpha_histogram(log_alpha, args.threshold, os.path.join(args.output,
-                                  "log_alpha_histogram.png"))  # fmt: skip
-        plots.weight_masks(masks, os.path.join(args.output, "weight_mask.png"))
+        _plot_statistics(statistics, result["pruned"]["threshold"], args.output)
     result["test"] = _test_metrics(probs, y_test)
     plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
     _write_json(os.path.join(args.output, "metrics.json"), result)
@@ -608,7 +773,6 @@ def evaluate(args) -> dict:
     """Run ``pyro-bnn evaluate`` with parsed arguments; returns what it wrote to
     ``evaluation.json``."""
     from pyro_bnn.baselines import predict_deterministic
-    from pyro_bnn.infer import load_checkpoint
 
     for name in ("num_samples", "threads"):
         value = getattr(args, name)
@@ -640,17 +804,11 @@ def evaluate(args) -> dict:
         import pyro
 
         num_samples = args.num_samples or run.get("num_samples", 100)
-        threshold = run.get("threshold", 3.0) if args.threshold is None else args.threshold
+        threshold = run.get("threshold") if args.threshold is None else args.threshold
         with pyro.get_param_store().scope():
-            model, guide = _bayesian(
-                net, run.get("num_train", 1), splits, run.get("init_log_variance", -9.0)
-            )
-            with torch.no_grad():
-                # Creates the guide's parameters; two examples, as BatchNorm refuses one.
-                guide(x_test[:2], y_test[:2])
-            state = load_checkpoint(path, model=model, guide=guide)
-            probs, evaluation, _, _ = _evaluate_bayesian(
-                model, guide, net, x_test, y_test, num_samples, threshold
+            model, guide, state = _load_bayesian(path, run, splits, net)
+            probs, evaluation, _ = _evaluate_bayesian(
+                model, guide, net, x_test, y_test, run, num_samples, threshold
             )
         result["epochs"] = state["epoch"]
         result["num_samples"] = num_samples
@@ -662,6 +820,157 @@ def evaluate(args) -> dict:
     result["output"] = args.output
     result["wrote"] = f"{args.output}/evaluation.json"
     return result
+
+
+def _load_bayesian(path: str, run: dict, splits, net):
+    """The model and guide of the Bayesian run saved at ``path``, and the checkpoint's state."""
+    from pyro_bnn.infer import load_checkpoint
+
+    model, guide = _bayesian(net, run.get("num_train", 1), splits, run)
+    x_test, y_test = splits.test.tensors
+    with torch.no_grad():
+        # Creates the guide's parameters; two examples, as BatchNorm refuses one.
+        guide(x_test[:2], y_test[:2])
+    state = load_checkpoint(path, model=model, guide=guide)
+    return model, guide, state
+
+
+def _plot_statistics(statistics: dict, threshold, output: str) -> None:
+    from . import plots
+
+    if "compressed" in statistics:
+        plots.group_statistics(
+            statistics["compressed"], os.path.join(output, "group_statistics.png")
+        )
+        return
+    plots.log_alpha_histogram(
+        statistics["log_alpha"], threshold, os.path.join(output, "log_alpha_histogram.png")
+    )
+    plots.weight_masks(statistics["masks"], os.path.join(output, "weight_mask.png"))
+
+
+def compress(args) -> dict:
+    """Run ``pyro-bnn compress`` with parsed arguments; returns what it wrote to
+    ``compression.json``."""
+    import pyro
+
+    from pyro_bnn import metrics as quality
+    from pyro_bnn.compression import compress as compress_network
+    from pyro_bnn.compression import save_exported
+
+    for name in ("speed_batch", "speed_repeats", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be finite, got {args.threshold}")
+    payload, run = _read_run(args.run)
+    if payload["format"] == NETWORK_FORMAT:
+        raise ValueError(
+            f"{args.run} holds a deterministic network, which has no posterior to prune by; "
+            "compress a Bayesian run"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = _load_data(run["data"], args.data_root)
+    x_test, y_test = splits.test.tensors
+    net = _network(run["arch"], splits.input_shape, splits.num_classes)
+    threshold = run.get("threshold") if args.threshold is None else args.threshold
+    with pyro.get_param_store().scope():
+        model, guide, state = _load_bayesian(os.path.join(args.run, CHECKPOINT), run, splits, net)
+        compressed = compress_network(model, guide, thresholds=threshold)
+    errors = {}
+    for scenario in ("pruning", "fast_prediction", "maximum_compression"):
+        probs = _predict_network(compressed.scenario_network(scenario), x_test)
+        errors[scenario] = 1.0 - quality.accuracy(probs, y_test)
+    exported = compressed.export()
+    # The original network: the same architecture at full size (the masked one: zeros cost as
+    # much as any other weight in a dense layer).
+    speed = _speed_up(
+        compressed.network, exported, splits.input_shape, args.speed_batch, args.speed_repeats
+    )
+    example = x_test[:2]
+    path = os.path.join(args.run, "compressed.pt2")
+    save_exported(exported, path, example)
+    result = {
+        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
+        "run_command": run.get("command"),
+        "method": run["method"],
+        "arch": run["arch"],
+        "data": splits.name,
+        "epochs": state["epoch"],
+        "threshold": threshold,
+        "error_before": _run_error(args.run),
+        "errors": errors,
+        **compressed.as_dict(),
+        "speed": speed,
+        "exported": path,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    _write_json(os.path.join(args.run, "compression.json"), result)
+    return result
+
+
+def _run_error(directory: str) -> float | None:
+    """The test error of the run's posterior predictive, from its ``metrics.json``."""
+    try:
+        with open(os.path.join(directory, "metrics.json")) as file:
+            return json.load(file)["test"]["error"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@torch.no_grad()
+def _speed_up(original, exported, input_shape, batch: int, repeats: int) -> dict:
+    """Forward-pass times of the two networks on one batch, interleaved so that both see the
+    same machine state; the speed-up is the ratio of their medians."""
+    x = torch.randn(batch, *input_shape)
+    times = {"original": [], "exported": []}
+    for network in (original, exported):
+        network(x)  # warm-up
+    for _ in range(repeats):
+        for name, network in (("original", original), ("exported", exported)):
+            started = time.perf_counter()
+            network(x)
+            times[name].append(time.perf_counter() - started)
+    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    return {
+        "batch": batch,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "original_seconds": medians["original"],
+        "exported_seconds": medians["exported"],
+        "speed_up": medians["original"] / medians["exported"],
+    }
+
+
+def _print_compression(result: dict) -> None:
+    ratios, errors = result["ratios"], result["errors"]
+    before = result["error_before"]
+    lines = [
+        f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs",
+        f"architecture {result['original_architecture']} -> {result['architecture']}, "
+        f"bits per layer {result['bits']}",
+        "compression (error): pruning {:.1f} ({:.2f}%), fast prediction {:.1f} ({:.2f}%), "
+        "maximum compression {:.1f} ({:.2f}%)".format(
+            ratios["pruning"],
+            100 * errors["pruning"],
+            ratios["fast_prediction"],
+            100 * errors["fast_prediction"],
+            ratios["maximum_compression"],
+            100 * errors["maximum_compression"],
+        ),  # fmt: skip
+        (
+            f"posterior predictive error before: {100 * before:.2f}%"
+            if before is not None
+            else "posterior predictive error before: unknown (no metrics.json)"
+        ),  # fmt: skip
+        f"exported network {result['speed']['speed_up']:.2f}x faster than the original "
+        f"(batch {result['speed']['batch']}, {result['speed']['threads']} threads)",
+        f"wrote {result['exported']} and compression.json",
+    ]
+    print("\n".join(lines))
 
 
 def _print_summary(result: dict) -> None:
@@ -676,12 +985,21 @@ def _print_summary(result: dict) -> None:
         first,
         f"test error {100 * test['error']:.2f}%  NLL {test['nll']:.4f}  ECE {test['ece']:.4f}",
     ]
-    if "pruned" in result:
-        pruned = result["pruned"]
+    pruned = result.get("pruned")
+    if pruned is not None and "sparsity_per_layer" in pruned:
         lines.append(
             f"pruned (log alpha > {pruned['threshold']:g}): error {100 * pruned['error']:.2f}%, "
             f"sparsity per layer {pruned['sparsity_per_layer']} %, "
             f"|W|/|W!=0| = {pruned['compression_ratio']:.1f}"
+        )
+    elif pruned is not None:
+        ratios = pruned["ratios"]
+        lines.append(
+            f"pruned: error {100 * pruned['error']:.2f}%, architecture "
+            f"{pruned['original_architecture']} -> {pruned['architecture']}, bits "
+            f"{pruned['bits']}, compression {ratios['pruning']:.1f} / "
+            f"{ratios['fast_prediction']:.1f} / {ratios['maximum_compression']:.1f} "
+            "(pruning / fast prediction / maximum; pyro-bnn compress exports it)"
         )
     lines.append(f"wrote {result['wrote']}")
     print("\n".join(lines))

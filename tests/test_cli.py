@@ -194,8 +194,16 @@ def test_convolutional_network_predicts_in_smaller_chunks(
         (["--pretrain-epochs", "-1"], "--pretrain-epochs must be non-negative"),
         (
             ["--method", "deterministic", "--pretrain-epochs", "2"],
-            "--pretrain-epochs applies to --method sparse-vd only",
+            "--pretrain-epochs applies to the Bayesian methods only",
         ),
+        (["--method", "l0", "--penalty", "-1"], "the L0 penalty must be a finite number >= 0"),
+        (["--method", "group-nj", "--penalty", "0.1"], "--penalty applies to --method l0 only"),
+        (["--method", "sbp", "--threshold", "-1"], "the SBP threshold is a signal-to-noise"),
+        (["--method", "spike-and-slab", "--threshold", "1.5"], "inclusion probability in (0, 1)"),
+        (["--method", "l0", "--threshold", "1"], "test-time gate in [0, 1)"),
+        (["--method", "group-nj", "--std-cap", "fc1"], "--std-cap takes LAYER=STD, got 'fc1'"),
+        (["--method", "group-nj", "--std-cap", "fc1=-1"], "with a positive STD"),
+        (["--std-cap", "fc1=0.2"], "--std-cap applies to the structured methods only"),
         (["--arch", "lenet-5-caffe"], "needs images of at least 16x16"),
         (["--arch", "vgg-like"], "vgg-like needs 32x32 images"),
     ],
@@ -403,7 +411,7 @@ def test_resume_checks_the_options_then_continues(sparse_vd_run, tmp_path, capsy
         (["--lr", "0.01", "--batch-size", "32"], "--batch-size is 32 here but 64 there; --lr is "
                                                  "0.01 here but 0.003 there"),
         (["--epochs", "1"], "--epochs 1 is fewer than the 2 epochs the run in"),
-        (["--method", "deterministic"], "--resume continues sparse-VD runs"),
+        (["--method", "deterministic"], "--resume continues Bayesian runs"),
     ]:  # fmt: skip
         assert main([*QUICK, "--output", output, "--resume", *arguments]) == 2
         err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Export a pruned network as a smaller plain PyTorch network, and save it as TorchScript.
+"""Export a pruned network as a smaller plain PyTorch network, and save it with ``torch.export``.
 
 The *masked network* is the trained architecture with its prunable layers' weights replaced by
 the test-time weights, pruned groups set to zero (the masked posterior mean, thesis Eq. 82 and 92):
@@ -6,7 +6,8 @@ the test-time weights, pruned groups set to zero (the masked posterior mean, the
 the removed units physically gone: standard ``nn.Linear``/``nn.Conv*d`` layers of the smaller
 sizes, batch norms cut to the remaining channels, and where a layer keeps only some of what
 reaches it, an index selection in front of it (:class:`KeptInputs`).  :func:`save_exported`
-writes it as TorchScript, which ``torch.jit.load`` reads without Pyro or this package.
+writes it as a ``torch.export`` program, which ``torch.export.load(path).module()`` runs without
+Pyro or this package (TorchScript, its predecessor, is deprecated from torch 2.13 on).
 
 A removed unit is not always zero downstream: a convolution's zero filter still outputs its bias,
 ``relu(bias)``, and after batch norm an affine function of it.  The export adds the constant's
@@ -21,7 +22,6 @@ import copy
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -35,9 +35,6 @@ from .structure import (
     check_not_empty,
     check_tensors,
 )
-
-# The deprecation notices of torch.jit's tracing and saving functions (torch >= 2.13).
-_TORCHSCRIPT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
 
 
 class KeptInputs(nn.Module):
@@ -193,28 +190,32 @@ def export(
 
 def save_exported(
     module: nn.Module, path: str | os.PathLike, example_input: torch.Tensor
-) -> torch.jit.ScriptModule:
-    """Save ``module`` as TorchScript, traced on ``example_input`` in evaluation mode, so that
-    ``torch.jit.load(path)`` runs it with neither Pyro nor this package installed.
+) -> torch.export.ExportedProgram:
+    """Save ``module`` as a ``torch.export`` program (a ``.pt2`` file), exported on
+    ``example_input`` in evaluation mode with a dynamic batch dimension, so that
+    ``torch.export.load(path).module()`` runs it on batches of any size with neither Pyro nor
+    this package installed.
 
     The file is written next to ``path`` under a temporary name and then moved into place
     (``os.replace``), so ``path`` is never left half written.
 
-    :returns: the traced module.
+    :returns: the exported program.
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"module must be an nn.Module, got {type(module).__name__}")
-    if not isinstance(example_input, torch.Tensor):
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
         raise ValueError(
-            f"example_input must be a tensor the module accepts, got {type(example_input).__name__}"
+            "example_input must be a batch of inputs the module accepts, got "
+            f"{type(example_input).__name__}"
         )
-    # Tracing records the mode it runs in; a copy keeps the caller's module as it was.
+    # Exporting records the mode it runs in; a copy keeps the caller's module as it was.
     module = copy.deepcopy(module).eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch 2.13 deprecates TorchScript in favour of torch.export, but TorchScript is what
-        # plain `torch.jit.load` reads; the warning says nothing about this module.
-        warnings.filterwarnings("ignore", _TORCHSCRIPT_DEPRECATED, DeprecationWarning)
-        traced = torch.jit.trace(module, example_input)
+    if len(example_input) < 2:
+        # torch.export specializes a batch dimension of size 1 to a constant.
+        example_input = example_input.expand(2, *example_input.shape[1:])
+    batch = torch.export.Dim("batch")
+    with torch.no_grad():
+        program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(
@@ -222,14 +223,12 @@ def save_exported(
     )
     os.close(handle)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", _TORCHSCRIPT_DEPRECATED, DeprecationWarning)
-            torch.jit.save(traced, temporary)
+        torch.export.save(program, temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    return traced
+    return program
 
 
 def _check_weights_mapping(weights) -> None:

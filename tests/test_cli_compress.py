@@ -1,0 +1,121 @@
+"""``pyro-bnn train --method <structured>`` and ``pyro-bnn compress RUN_DIR`` on the digits."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyro_bnn.cli import main
+
+QUICK = [
+    "train", "--data", "digits", "--arch", "lenet-300-100", "--epochs", "2",
+    "--train-subset", "256", "--batch-size", "64", "--num-samples", "5", "--quiet",
+]  # fmt: skip
+
+
+def run(arguments):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(arguments)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def l0_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("cli") / "l0"
+    code, out, err = run([*QUICK, "--method", "l0", "--output", str(output)])
+    assert code == 0, err
+    return output, out
+
+
+def test_train_l0_records_the_pruned_network_and_expected_flops(l0_run):
+    output, out = l0_run
+    assert out.startswith("l0 lenet-300-100 on digits, 2 epochs")
+    assert "pruned: error" in out and "architecture 64-300-100 ->" in out
+    metrics = json.loads((output / "metrics.json").read_text())
+    pruned = metrics["pruned"]
+    assert pruned["original_architecture"] == "64-300-100"
+    assert len(pruned["bits"].split("-")) == 3
+    assert set(pruned["ratios"]) >= {"pruning", "fast_prediction", "maximum_compression"}
+    # The expected FLOPs of every epoch, below the dense count (2 per multiply-add).
+    dense = 2 * (64 * 300 + 300 * 100 + 100 * 10)
+    assert len(metrics["expected_flops"]) == 2
+    assert all(0 < flops <= dense + 410 for flops in metrics["expected_flops"])
+    assert (output / "group_statistics.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_compress_writes_the_exported_network_and_the_rates(l0_run, tmp_path):
+    output, _ = l0_run
+    code, out, err = run(["compress", str(output), "--speed-repeats", "2", "--speed-batch", "64"])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "l0 lenet-300-100 on digits, 2 epochs"
+    assert lines[1].startswith("architecture 64-300-100 -> ")
+    assert "pruning" in lines[2] and "maximum compression" in lines[2]
+    result = json.loads((output / "compression.json").read_text())
+    assert set(result["errors"]) == {"pruning", "fast_prediction", "maximum_compression"}
+    assert result["speed"]["speed_up"] > 0
+    # The exported network runs with plain torch, without Pyro or pyro-bnn.
+    script = (
+        "import sys; sys.modules['pyro'] = None; sys.modules['pyro_bnn'] = None\n"
+        "import torch\n"
+        f"net = torch.export.load({str(output / 'compressed.pt2')!r}).module()\n"
+        "print(tuple(net(torch.zeros(3, 1, 8, 8)).shape))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "(3, 10)"
+    # Its predictions are the pruned network's.
+    exported = torch.export.load(str(output / "compressed.pt2")).module()
+    assert exported(torch.zeros(5, 1, 8, 8)).shape == (5, 10)
+
+
+@pytest.mark.parametrize("method", ["group-nj", "group-horseshoe", "spike-and-slab", "sbp"])
+def test_every_structured_method_trains_and_compresses(method, tmp_path):
+    output = tmp_path / method
+    code, out, err = run([*QUICK, "--epochs", "1", "--method", method, "--output", str(output)])
+    assert code == 0, err
+    assert out.startswith(f"{method} lenet-300-100 on digits, 1 epochs")
+    code, out, err = run(["compress", str(output), "--speed-repeats", "1", "--speed-batch", "8"])
+    assert code == 0, err
+    assert (output / "compressed.pt2").exists()
+
+
+def test_evaluate_a_structured_run(l0_run, capsys):
+    output, _ = l0_run
+    assert main(["evaluate", "--output", str(output), "--num-samples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("l0 lenet-300-100 on digits, 2 epochs")
+    assert "pruned: error" in out
+
+
+def test_compress_refuses_bad_input(l0_run, tmp_path):
+    code, _, err = run(["compress", str(tmp_path / "nothing")])
+    assert code == 2 and "holds no run" in err
+    deterministic = tmp_path / "deterministic"
+    code, _, err = run([*QUICK, "--epochs", "1", "--method", "deterministic", "--output",
+                        str(deterministic)])  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(["compress", str(deterministic)])
+    assert code == 2 and "has no posterior to prune by" in err
+    output, _ = l0_run
+    before = (
+        (output / "compression.json").read_bytes()
+        if (output / "compression.json").exists()
+        else None
+    )
+    code, _, err = run(["compress", str(output), "--threshold", "2"])
+    assert code == 2 and "test-time gate in [0, 1)" in err
+    after = (
+        (output / "compression.json").read_bytes()
+        if (output / "compression.json").exists()
+        else None
+    )
+    assert before == after
+    code, _, err = run(["compress", str(output), "--speed-batch", "0"])
+    assert code == 2 and "--speed-batch must be at least 1" in err
