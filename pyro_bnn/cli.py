@@ -524,6 +524,7 @@ def _evaluate_bayesian(model, guide, net, x_test, y_test, run: dict, num_samples
     """
     from pyro_bnn import infer
     from pyro_bnn import metrics as quality
+    from pyro_bnn.baselines import predict_deterministic
     from pyro_bnn.compression import PointGuide, compression_report, prune, pruned_posterior_mean
     from pyro_bnn.compression import compress as compress_network
 
@@ -550,7 +551,7 @@ def _evaluate_bayesian(model, guide, net, x_test, y_test, run: dict, num_samples
         log_alpha = {name: value.detach() for name, value in guide.log_alpha().items()}
         return prediction.probs, result, {"log_alpha": log_alpha, "masks": masks}
     compressed = compress_network(model, guide, thresholds=threshold)
-    pruned_probs = _predict_network(compressed.scenario_network("pruning"), x_test)
+    pruned_probs = predict_deterministic(compressed.scenario_network("pruning"), x_test)
     result["pruned"] = {
         "threshold": threshold,
         "error": 1.0 - quality.accuracy(pruned_probs, y_test),
@@ -567,12 +568,6 @@ def _prediction_batch(net, num_samples: int) -> int:
         isinstance(module, torch.nn.modules.conv._ConvNd) for module in net.modules()
     )
     return max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else DEFAULT_BATCH_SIZE
-
-
-@torch.no_grad()
-def _predict_network(network, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Class probabilities of a deterministic network, ``(N, C)``."""
-    return torch.cat([network(chunk).softmax(-1) for chunk in x.split(batch_size)])
 
 
 def _test_metrics(probs: torch.Tensor, y_test: torch.Tensor) -> dict:
@@ -855,6 +850,7 @@ def compress(args) -> dict:
     import pyro
 
     from pyro_bnn import metrics as quality
+    from pyro_bnn.baselines import predict_deterministic
     from pyro_bnn.compression import compress as compress_network
     from pyro_bnn.compression import save_exported
 
@@ -881,7 +877,7 @@ def compress(args) -> dict:
         compressed = compress_network(model, guide, thresholds=threshold)
     errors = {}
     for scenario in ("pruning", "fast_prediction", "maximum_compression"):
-        probs = _predict_network(compressed.scenario_network(scenario), x_test)
+        probs = predict_deterministic(compressed.scenario_network(scenario), x_test)
         errors[scenario] = 1.0 - quality.accuracy(probs, y_test)
     exported = compressed.export()
     # The original network: the same architecture at full size (the masked one: zeros cost as
