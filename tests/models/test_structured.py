@@ -1,6 +1,8 @@
 """Structured priors on a network's layers: sites, guide families, one SVI step, the pruning
 rules' moments against weight-space sampling, and bad input."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -243,3 +245,31 @@ def test_per_layer_options():
     penalties = {site: layer.prior.penalty for site, layer in model.structured.items()}
     assert penalties == {"net.0.weight": 1.0, "net.3.weight": 0.5, "net.5.weight": 0.1}
     assert isinstance(model.structured["net.0.weight"].prior, L0Gates)
+
+
+def test_horseshoe_kls_are_the_thesis_closed_forms_with_the_errata_fixed():
+    """Eq. 153-156 with the signs the extraction lost restored and, for s_a ~ G(1/2, tau0^2)
+    (scale parameterization), tau0^-2 where the thesis prints tau0^-1 (errata 3)."""
+    mu = torch.tensor([-23.0, -1.0, 0.5], dtype=torch.float64)
+    var = torch.tensor([0.3, 1e-4, 2.0], dtype=torch.float64)
+    q = dist.LogNormal(mu, var.sqrt())
+    tau = 1e-5
+    half_log_2 = 0.5 * torch.log(torch.tensor(2.0, dtype=torch.float64))
+    s_a = -math.log(tau) - tau**-2 * (mu + var / 2).exp() + 0.5 * (mu + var.log() + 1) + half_log_2
+    gamma = -(mu + var / 2).exp() + 0.5 * (mu + var.log() + 1) + half_log_2
+    inverse_gamma = -(var / 2 - mu).exp() + 0.5 * (-mu + var.log() + 1) + half_log_2
+    half = torch.tensor(0.5, dtype=torch.float64)
+    torch.testing.assert_close(kl_divergence(q, dist.Gamma(half, tau**-2)), -s_a)
+    torch.testing.assert_close(kl_divergence(q, dist.Gamma(half, 1.0)), -gamma)
+    torch.testing.assert_close(kl_divergence(q, dist.InverseGamma(half, 1.0)), -inverse_gamma)
+
+
+def test_group_log_alpha_kl_has_the_sign_of_a_kl():
+    """Eq. 81 as printed is -KL (errata 2): the registered KL is non-negative, decreasing in
+    log alpha, -> 0 as log alpha grows and ~ k1 - log(alpha) / 2 as it falls (within the
+    clamp range of log alpha)."""
+    log_alpha = torch.linspace(-9.5, 9.5, 39, dtype=torch.float64)
+    kl = sparse_vd_kl(log_alpha)
+    assert (kl >= 0).all() and (kl.diff() < 0).all()
+    assert kl[-1] < 1e-4
+    assert kl[0] == pytest.approx(0.63576 + 4.75, abs=1e-3)
