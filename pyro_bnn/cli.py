@@ -207,14 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("--output", default="runs/latest", help="the run's directory")
-    evaluate.add_argument("--data-root", default=None, help="directory with the data set's files")
     evaluate.add_argument(
         "--num-samples", type=int, default=None, help="posterior samples (default: the run's)"
     )
-    evaluate.add_argument(
-        "--threshold", type=float, default=None, help="pruning threshold (default: the run's)"
-    )
-    evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_saved_run_options(evaluate)
 
     compress = commands.add_parser(
         "compress",
@@ -223,18 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compress.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
-    compress.add_argument("--data-root", default=None, help="directory with the data set's files")
-    compress.add_argument(
-        "--threshold", type=float, default=None, help="pruning threshold (default: the run's)"
-    )
+    _add_saved_run_options(compress)
     compress.add_argument(
         "--speed-batch", type=int, default=1024, help="batch size of the speed comparison"
     )
     compress.add_argument(
         "--speed-repeats", type=int, default=20, help="timed forward passes of each network"
     )
-    compress.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
+
+
+def _add_saved_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that work on a saved run."""
+    parser.add_argument("--data-root", default=None, help="directory with the data set's files")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="pruning threshold (default: the run's)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def _one_line(error: BaseException) -> str:

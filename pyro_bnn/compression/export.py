@@ -32,6 +32,7 @@ from .structure import (
     Layer,
     UnitMasks,
     analyze_structure,
+    check_mask,
     check_not_empty,
     check_tensors,
 )
@@ -266,13 +267,7 @@ def _check_unit_masks(
             ("inputs", given[0], layer.num_inputs),
             ("outputs", given[1], layer.num_outputs),
         ):
-            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-                raise ValueError(f"the {side} mask of {name!r} must be a bool tensor, got {mask!r}")
-            if mask.shape != (size,):
-                raise ValueError(
-                    f"the {side} mask of {name!r} has shape {tuple(mask.shape)}; the layer has "
-                    f"{size} {side}: shape ({size},)"
-                )
+            check_mask(f"the {side} mask of {name!r}", mask, size, f"one entry per {side[:-1]}")
         masks[name] = UnitMasks(given[0].to(device), given[1].to(device))
         check_not_empty(name, masks[name])
         if layer.is_final and not masks[name].outputs.all():

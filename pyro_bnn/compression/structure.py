@@ -445,6 +445,16 @@ def check_tensors(
             raise ValueError(f"the {kind} of {name!r} has NaN or infinite values")
 
 
+def check_mask(what: str, mask, size: int, entries: str) -> None:
+    """Raise a ``ValueError`` unless ``mask`` is a bool tensor of shape ``(size,)``."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ValueError(f"{what} must be a bool tensor, got {mask!r}")
+    if mask.shape != (size,):
+        raise ValueError(
+            f"{what} has shape {tuple(mask.shape)}; it must have {entries}: shape ({size},)"
+        )
+
+
 def check_not_empty(name: str, masks: UnitMasks) -> None:
     """Refuse a layer left without inputs or outputs: the network would not depend on its input."""
     for side, mask in (("input", masks.inputs), ("output", masks.outputs)):
@@ -696,13 +706,12 @@ def _check_group_masks(group_masks: Mapping[str, torch.Tensor], layers: Mapping[
         linear = isinstance(layer.module, nn.Linear)
         size = layer.num_inputs if linear else layer.num_outputs
         groups = "input features" if linear else "output channels"
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise ValueError(f"the group mask of {name!r} must be a bool tensor, got {mask!r}")
-        if mask.shape != (size,):
-            raise ValueError(
-                f"the group mask of {name!r} has shape {tuple(mask.shape)}; it must have one entry "
-                f"per group, the layer's {size} {groups}: shape ({size},)"
-            )
+        check_mask(
+            f"the group mask of {name!r}",
+            mask,
+            size,
+            f"one entry per group, the layer's {size} {groups}",
+        )
         if not mask.any():
             raise ValueError(
                 f"the group mask of {name!r} removes all its {size} {groups}: the network's output "
