@@ -219,8 +219,9 @@ def save_exported(
         program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    # torch.export wants the .pt2 ending, on the temporary file too.
     handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp.pt2"
     )
     os.close(handle)
     try:
