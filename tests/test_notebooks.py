@@ -34,6 +34,9 @@ class ThisInterpreterKernelManager(AsyncKernelManager):
 def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     # The kernel inherits the environment of the process that starts it.
     monkeypatch.setenv("PYRO_BNN_QUICK", "1")
+    # One thread, as conftest.py sets for the tests themselves: on a busy 2-core machine a
+    # second OpenMP thread made a quick LeNet-5 epoch ten times slower, not faster.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
