@@ -256,7 +256,8 @@ class AutoSiteGuide(AutoGuide):
                     raise NotImplementedError(
                         f"site {name!r} is a local latent variable inside the subsampled plate "
                         f"{frame.name!r}; {type(self).__name__} covers global latent variables "
-                        "only"
+                        "only (if it is the model's observation, the guide was called without "
+                        "its data: pass the targets too, guide(x, y))"
                     )
             fn = trace_site["fn"]
             support = _base_support(fn.support)

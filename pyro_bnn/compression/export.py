@@ -214,6 +214,8 @@ def save_exported(
     if len(example_input) < 2:
         # torch.export specializes a batch dimension of size 1 to a constant.
         example_input = example_input.expand(2, *example_input.shape[1:])
+    # A copy: the program stores its example, and a view would store the whole tensor it views.
+    example_input = example_input.detach().clone()
     batch = torch.export.Dim("batch")
     with torch.no_grad():
         program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
