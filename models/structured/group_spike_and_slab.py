@@ -1,17 +1,19 @@
 r"""Spike-and-slab over groups of weights (thesis Sec. 6.4 and App. 10.5.1).
 
 .. math::
-    z_g \sim \mathrm{Bern}(\pi_0), \qquad \tilde w_{ij} \sim \mathcal{N}(0, 1), \qquad
+    z_g \sim \mathrm{Bern}(\pi_0), \qquad \tilde w_{ij} \sim \mathcal{N}(0, s^2), \qquad
     w_{ij} = z_{g(i)} \tilde w_{ij}:
 
 a group (input neuron, output channel) is either switched off entirely or has Gaussian
-weights.  The guide is Bernoulli times Gaussian, :math:`q(z_g) = \mathrm{Bern}(\pi_g)` and
-:math:`q(\tilde w) = \mathcal{N}(\mu, \sigma^2)` (:class:`~pyro_bnn.guides.AutoSiteGuide`'s
-defaults for these priors), trained with the concrete relaxation of :math:`z` drawn per example
-and the exact Bernoulli KL.  It is mean field over :math:`(z, \tilde w)`, so a group pays its
-slab's KL whatever its inclusion; the thesis's family with :math:`q(\tilde w | z = 0) =
-p(\tilde w)` pays :math:`\pi_g` of it.  The two agree where a group is switched off and its slab
-posterior returns to the prior, which is where the likelihood no longer constrains it.
+weights, with a slab scale :math:`s` (the thesis's unit slab, or by default the scale of the
+layer's initial weights).  The guide is Bernoulli times Gaussian, :math:`q(z_g) =
+\mathrm{Bern}(\pi_g)` and :math:`q(\tilde w) = \mathcal{N}(\mu, \sigma^2)` (the defaults of
+:class:`~pyro_bnn.guides.AutoSiteGuide` for these priors), trained with the concrete relaxation
+of :math:`z` drawn per example and the exact Bernoulli KL.  It is mean field over :math:`(z,
+\tilde w)`, so a group pays its slab's KL whatever its inclusion; the thesis's family with
+:math:`q(\tilde w | z = 0) = p(\tilde w)` pays :math:`\pi_g` of it.  The two agree where a
+group is switched off and its slab posterior returns to the prior, which is where the likelihood
+no longer constrains it.
 
 For a spike-and-slab on individual weights, give a weight the
 :class:`~pyro_bnn.distributions.SpikeAndSlab` prior directly (``BayesianNetwork(net, lik,
@@ -20,6 +22,8 @@ thesis's exactly, with the registered KL ``KL(Bern) + pi KL(slab)``.
 """
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -36,20 +40,29 @@ DEFAULT_INCLUSION_THRESHOLD = 0.5
 
 class GroupSpikeAndSlab(WeightPrior):
     """Spike-and-slab on a layer's groups; sites ``{name}.inclusion`` (``(groups,)``,
-    Bernoulli, drawn per example) and ``{name}.slab`` (the weight's shape, standard normal).
+    Bernoulli, drawn per example) and ``{name}.slab`` (the weight's shape, ``N(0, s^2)``).
 
     :param prior_inclusion: :math:`\\pi_0`, the prior probability that a group is on.
+    :param slab_scale: the slab's standard deviation; default the root mean square of the
+        layer's initial weights (the scale its initialization, He's or PyTorch's, assumes).  The
+        thesis writes a unit slab, which suits standardized weights: on a layer's raw weights
+        (about 0.05 in LeNet-300-100) its KL pushes every posterior standard deviation toward 1.
     """
 
     method = "spike-and-slab"
     default_threshold = DEFAULT_INCLUSION_THRESHOLD
 
-    def __init__(self, prior_inclusion: float = 0.5):
+    def __init__(self, prior_inclusion: float = 0.5, slab_scale: float | None = None):
         if not (isinstance(prior_inclusion, (int, float)) and 0 < prior_inclusion < 1):
             raise ValueError(
                 f"the prior inclusion probability must lie in (0, 1), got {prior_inclusion!r}"
             )
+        if slab_scale is not None and not (
+            isinstance(slab_scale, (int, float)) and 0 < slab_scale < math.inf
+        ):
+            raise ValueError(f"the slab scale must be positive and finite, got {slab_scale!r}")
         self.prior_inclusion = float(prior_inclusion)
+        self.slab_scale = slab_scale
 
     def sample(self, name, init, group_dim, unscaled):
         groups = init.shape[group_dim]
@@ -59,9 +72,12 @@ class GroupSpikeAndSlab(WeightPrior):
             dist.Bernoulli(probs).to_event(1),
             infer={"per_example": True, "init_value": torch.ones_like(probs)},
         )
+        scale = self.slab_scale
+        if scale is None:
+            scale = init.square().mean().sqrt().clamp_min(1e-3)
         slab = pyro.sample(
             f"{name}.slab",
-            dist.Normal(torch.zeros_like(init), 1.0).to_event(init.dim()),
+            dist.Normal(torch.zeros_like(init), scale).to_event(init.dim()),
             infer={"init_value": init},
         )
         return scale_groups(slab, inclusion, group_dim)
@@ -88,4 +104,7 @@ class GroupSpikeAndSlab(WeightPrior):
             )
 
     def __repr__(self) -> str:
-        return f"GroupSpikeAndSlab(prior_inclusion={self.prior_inclusion:g})"
+        return (
+            f"GroupSpikeAndSlab(prior_inclusion={self.prior_inclusion:g}, "
+            f"slab_scale={self.slab_scale})"
+        )
