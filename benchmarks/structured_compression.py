@@ -70,6 +70,12 @@ def main_benchmark() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join(HERE, "runs", "structured"))
+    parser.add_argument(
+        "--reuse-baseline",
+        action="store_true",
+        help="keep a deterministic run already in the output directory (methods split over "
+        "several processes)",
+    )
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
 
@@ -80,9 +86,10 @@ def main_benchmark() -> None:
     rows = {}
     directory = os.path.join(options.output, options.arch)
     baseline = os.path.join(directory, "deterministic")
-    _run(["train", "--method", "deterministic", "--epochs", str(total), "--lr",
-          str(options.deterministic_lr), "--lr-schedule", "linear", "--output", baseline,
-          *common])  # fmt: skip
+    if not (options.reuse_baseline and os.path.isfile(os.path.join(baseline, "metrics.json"))):
+        _run(["train", "--method", "deterministic", "--epochs", str(total), "--lr",
+              str(options.deterministic_lr), "--lr-schedule", "linear", "--output", baseline,
+              *common])  # fmt: skip
     with open(os.path.join(baseline, "metrics.json")) as file:
         rows["deterministic"] = {"error": json.load(file)["test"]["error"]}
     print(f"deterministic: {100 * rows['deterministic']['error']:.2f}%", flush=True)
