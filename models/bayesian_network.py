@@ -156,6 +156,9 @@ class BayesianNetwork(PyroModule):
         self.initial_values: dict[str, torch.Tensor] = {}
         #: The weights with a structured prior: ``{weight site: StructuredLayer}``.
         self.structured: dict[str, StructuredLayer] = {}
+        #: The elementwise priors of the other random parameters: ``{site: distribution}``
+        #: (batch shape the parameter's, before ``to_event``).
+        self.priors: dict[str, dist.TorchDistribution] = {}
         for module_name, name, full, value in targets:
             fn = priors[full]
             if isinstance(fn, tuple):
@@ -174,6 +177,7 @@ class BayesianNetwork(PyroModule):
                 )
             setattr(modules[module_name], name, PyroSample(fn.to_event(value.dim())))
             self.initial_values[full] = value
+            self.priors[f"net.{full}"] = fn
         # The network is the model's `net` attribute, so its site names are prefixed.
         self.initial_values = {f"net.{k}": v for k, v in self.initial_values.items()}
         self.net = net
@@ -208,6 +212,12 @@ class BayesianNetwork(PyroModule):
         weight, a deterministic site over the prior's own sample sites)."""
         return list(self.initial_values) + list(self.structured)
 
+    @property
+    def architecture(self) -> nn.Module:
+        """The plain network the model was built from, as it was then (read it, do not train
+        it: :meth:`deterministic_network` makes copies with chosen weights)."""
+        return self.__dict__["_architecture"]
+
     def deterministic_network(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
         """A plain ``nn.Module`` copy of the network (evaluation mode) with the given weights
         for the random parameters and the model's own values for everything else (biases,
@@ -216,7 +226,7 @@ class BayesianNetwork(PyroModule):
         :param weights: ``{parameter name: tensor}`` for every random parameter, named as in the
             network (``"fc1.weight"``).
         """
-        net = copy.deepcopy(self.__dict__["_architecture"])
+        net = copy.deepcopy(self.architecture)
         state = net.state_dict()
         own = self.net.state_dict()
         random = {site.removeprefix("net.") for site in self.random_sites()}

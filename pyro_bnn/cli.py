@@ -511,7 +511,7 @@ def _expected_flops(model, guide, input_shape) -> float:
         opened = guide.get_posterior(f"{site}.gate").prob_nonzero.detach()
         name = site.removeprefix("net.").rpartition(".")[0]
         probabilities[name] = (opened, None) if layer.group_dim == 1 else (None, opened)
-    net = model.__dict__["_architecture"]
+    net = model.architecture
     return sum(layer_flops(net, input_shape, probabilities).values())
 
 

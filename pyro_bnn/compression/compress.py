@@ -184,7 +184,7 @@ def compress(
     posteriors = layer_posteriors(model, guide, thresholds)
     layers = {
         name: module
-        for name, module in model.__dict__["_architecture"].named_modules()
+        for name, module in model.architecture.named_modules()
         if isinstance(module, PRUNABLE_LAYERS)
     }
     unpruned = sorted(set(layers) - set(posteriors))

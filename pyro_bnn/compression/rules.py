@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+import pyro.distributions as dist
 import torch
 
 from pyro_bnn.distributions import ImproperLogUniform, SpikeAndSlab
@@ -32,9 +33,8 @@ def layer_name(site: str) -> str:
 
 
 def _elementwise_prior(model: BayesianNetwork, site: str):
-    module_name, _, name = site.removeprefix("net.").rpartition(".")
-    fn = model.net.get_submodule(module_name)._pyro_samples[name]
-    while hasattr(fn, "base_dist") and not isinstance(fn, (ImproperLogUniform, SpikeAndSlab)):
+    fn = model.priors[site]
+    while isinstance(fn, dist.Independent):
         fn = fn.base_dist
     return fn
 
