@@ -5,7 +5,7 @@ r"""Spike-and-slab over groups of weights (thesis Sec. 6.4 and App. 10.5.1).
     w_{ij} = z_{g(i)} \tilde w_{ij}:
 
 a group (input neuron, output channel) is either switched off entirely or has Gaussian
-weights, with a slab scale :math:`s` (the thesis's unit slab, or by default the scale of the
+weights, with a slab scale :math:`s` (by default the thesis's unit slab, or the scale of the
 layer's initial weights).  The guide is Bernoulli times Gaussian, :math:`q(z_g) =
 \mathrm{Bern}(\pi_g)` and :math:`q(\tilde w) = \mathcal{N}(\mu, \sigma^2)` (the defaults of
 :class:`~pyro_bnn.guides.AutoSiteGuide` for these priors), trained with the concrete relaxation
@@ -43,16 +43,15 @@ class GroupSpikeAndSlab(WeightPrior):
     Bernoulli, drawn per example) and ``{name}.slab`` (the weight's shape, ``N(0, s^2)``).
 
     :param prior_inclusion: :math:`\\pi_0`, the prior probability that a group is on.
-    :param slab_scale: the slab's standard deviation; default the root mean square of the
-        layer's initial weights (the scale its initialization, He's or PyTorch's, assumes).  The
-        thesis writes a unit slab, which suits standardized weights: on a layer's raw weights
-        (about 0.05 in LeNet-300-100) its KL pushes every posterior standard deviation toward 1.
+    :param slab_scale: the slab's standard deviation: 1 as in the thesis (App. 10.5.1), or
+        ``None`` for the root mean square of the layer's initial weights (the scale its
+        initialization, He's or PyTorch's, assumes).
     """
 
     method = "spike-and-slab"
     default_threshold = DEFAULT_INCLUSION_THRESHOLD
 
-    def __init__(self, prior_inclusion: float = 0.5, slab_scale: float | None = None):
+    def __init__(self, prior_inclusion: float = 0.5, slab_scale: float | None = 1.0):
         if not (isinstance(prior_inclusion, (int, float)) and 0 < prior_inclusion < 1):
             raise ValueError(
                 f"the prior inclusion probability must lie in (0, 1), got {prior_inclusion!r}"
