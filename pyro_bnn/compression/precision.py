@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 from .structure import UnitMasks, kept_weights
 
@@ -180,6 +179,9 @@ def kmeans_share(
     if distinct.size <= num_clusters:
         codebook = distinct
     else:
+        # Imported here: scikit-learn is slow to import, and only weight sharing needs it.
+        from sklearn.cluster import KMeans
+
         start = np.linspace(values.min(), values.max(), num_clusters).reshape(-1, 1)
         kmeans = KMeans(num_clusters, init=start, n_init=1, random_state=random_state)
         codebook = np.sort(kmeans.fit(values.reshape(-1, 1)).cluster_centers_.ravel())
