@@ -51,6 +51,8 @@ def main() -> None:
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     pyro.set_rng_seed(options.seed)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=HERE).stdout.strip()  # fmt: skip
 
     splits = load_dataset("fashion-mnist", None)
     x, y = (t[: options.train_subset] for t in splits.train.tensors)
@@ -96,8 +98,6 @@ def main() -> None:
             }
         print(method, results[method], flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip()  # fmt: skip
     record = {
         "benchmark": "random_labels",
         "command": "python benchmarks/random_labels.py "

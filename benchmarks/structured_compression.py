@@ -83,6 +83,7 @@ def main_benchmark() -> None:
               "--threads", str(options.threads), "--quiet", "--overwrite"]  # fmt: skip
     total = options.epochs + options.pretrain_epochs
     started = time.strftime("%Y-%m-%d %H:%M")
+    commit = _commit()  # the code that runs, not what HEAD is by the end
     rows = {}
     directory = os.path.join(options.output, options.arch)
     baseline = os.path.join(directory, "deterministic")
@@ -149,7 +150,7 @@ def main_benchmark() -> None:
         "command": "python benchmarks/structured_compression.py "
         + " ".join(_option(key, value) for key, value in vars(options).items() if key != "output"),
         "date": started,
-        "commit": _commit(),
+        "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{options.threads} thread(s)",
         "arch": options.arch,
