@@ -14,6 +14,17 @@ def seeded():
     yield
 
 
+@pytest.fixture
+def interruptible():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the test run itself was
+    started with SIGINT ignored (a background job of a non-interactive shell)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def pytest_configure(config):
     # The tests use small tensors, for which a second thread costs more in synchronization than
     # it saves, and it makes timings erratic on a busy machine.

@@ -454,7 +454,9 @@ class InterruptingLoader:
             yield batch
 
 
-def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(
+    tmp_path, monkeypatch, capsys, interruptible
+):
     output = tmp_path / "run"
 
     def interrupted_fit(model, guide, data, **kwargs):

@@ -558,7 +558,7 @@ class _Loader:
             yield batch
 
 
-def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_path):
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_path, interruptible):
     path = tmp_path / "checkpoint.pt"
     model, guide, _, x, y = classification_problem()
     batches = [(x[i : i + 32], y[i : i + 32]) for i in (0, 32, 64)]
@@ -609,7 +609,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_p
     assert payload["epoch"] == 3 and "interrupted" not in payload["extra"]
 
 
-def test_ctrl_c_while_a_batch_loads_starts_no_new_step():
+def test_ctrl_c_while_a_batch_loads_starts_no_new_step(interruptible):
     model, guide, _, x, y = classification_problem()
     batches = [(x[i : i + 32], y[i : i + 32]) for i in (0, 32, 64)]
 
@@ -623,7 +623,7 @@ def test_ctrl_c_while_a_batch_loads_starts_no_new_step():
     assert stopped.value.history == []
 
 
-def test_second_ctrl_c_stops_at_once():
+def test_second_ctrl_c_stops_at_once(interruptible):
     model, guide, _, x, y = classification_problem()
 
     def before(epoch, step):
