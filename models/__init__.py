@@ -2,12 +2,14 @@
 
 Installed and imported as ``pyro_bnn.models``.  :class:`BayesianNetwork` turns an ordinary
 ``nn.Module`` into a Pyro model with priors on the parameters you select and a likelihood
-scaled to the data set; the reference networks are the papers' architectures.
+scaled to the data set; the reference networks are the papers' architectures;
+:mod:`~pyro_bnn.models.structured` holds the structured sparsity priors it accepts.
 """
 
 from .bayesian_network import WEIGHT_LAYERS, BayesianNetwork, log_uniform_prior, normal_prior
 from .likelihoods import OBSERVATION_SITE, CategoricalLikelihood, GaussianLikelihood
 from .reference_networks import VGG_LIKE_CHANNELS, lenet5_caffe, lenet_300_100, vgg_like
+from .structured import structured_prior
 
 __all__ = [
     "OBSERVATION_SITE",
@@ -20,5 +22,6 @@ __all__ = [
     "lenet_300_100",
     "log_uniform_prior",
     "normal_prior",
+    "structured_prior",
     "vgg_like",
 ]
