@@ -11,6 +11,8 @@ from pyro_bnn.compression.export import KeptInputs, export, masked_network, save
 from pyro_bnn.compression.structure import UnitMasks, analyze_structure, cascade
 from pyro_bnn.models import lenet5_caffe, lenet_300_100, vgg_like
 
+from .test_structure import Residual
+
 MNIST = (1, 28, 28)
 
 
@@ -201,18 +203,6 @@ def test_a_missing_bias_is_created_for_a_folded_constant():
 
 
 def test_residual_network_is_refused():
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x):
-            h = torch.relu(self.conv1(x))
-            h = torch.relu(self.conv2(h)) + h
-            return self.fc(h.amax(dim=(2, 3)))
-
     net = Residual()
     units = {
         "conv1": UnitMasks(torch.ones(1, dtype=torch.bool), torch.ones(4, dtype=torch.bool)),
