@@ -325,15 +325,14 @@ def _check_arguments(args) -> None:
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be finite, got {value}")
-    if args.method in STRUCTURED_METHODS or args.method == "sparse-vd":
+    if args.method in STRUCTURED_METHODS:
         from pyro_bnn.models.structured import METHODS as PRIORS
 
         # The prior classes check their own options and thresholds, before any data is read.
         options = {} if args.penalty is None else {"penalty": args.penalty}
-        if args.method in PRIORS:
-            prior = PRIORS[args.method](**options)
-            if args.threshold is not None:
-                prior.check_threshold(args.threshold)
+        prior = PRIORS[args.method](**options)
+        if args.threshold is not None:
+            prior.check_threshold(args.threshold)
 
 
 def _std_caps(args) -> dict[str, float] | None:

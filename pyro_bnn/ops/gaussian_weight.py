@@ -185,16 +185,10 @@ for _function in (
     register_handler(GaussianWeight, _function)(_transposed(_function))
 
 
-@register_handler(GaussianWeight, torch.mul, torch.Tensor.mul, torch.Tensor.__mul__)
-def _mul(input, other):
-    return _scaled(input, other)
-
-
-@register_handler(GaussianWeight, torch.Tensor.__rmul__)
-def _rmul(input, other):
-    return _scaled(input, other)
-
-
+# One handler for both orders: it finds the Gaussian weight among its two arguments.
+@register_handler(
+    GaussianWeight, torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__
+)
 def _scaled(first, second):
     weight, scale = (first, second) if isinstance(first, GaussianWeight) else (second, first)
     if weight._sample is not None:

@@ -131,16 +131,10 @@ def _times_constant(scale: RandomScale, constant: torch.Tensor) -> RandomScale:
     return RandomScale(scale.factors, constant)
 
 
-@register_handler(RandomScale, torch.mul, torch.Tensor.mul, torch.Tensor.__mul__)
-def _mul(input, other):
-    return _product(input, other)
-
-
-@register_handler(RandomScale, torch.Tensor.__rmul__)
-def _rmul(input, other):
-    return _product(input, other)
-
-
+# One handler for both orders: it finds the random scale among its two arguments.
+@register_handler(
+    RandomScale, torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__
+)
 def _product(first, second):
     scale, other = (first, second) if isinstance(first, RandomScale) else (second, first)
     if isinstance(other, RandomScale):

@@ -11,7 +11,7 @@ from pyro_bnn.compression.export import KeptInputs, export, masked_network, save
 from pyro_bnn.compression.structure import UnitMasks, analyze_structure, cascade
 from pyro_bnn.models import lenet5_caffe, lenet_300_100, vgg_like
 
-from .test_structure import Residual
+from .test_structure import Residual, random_group_masks
 
 MNIST = (1, 28, 28)
 
@@ -37,20 +37,6 @@ def masked_weights(net, group_masks):
                 weight[~group_masks[name]] = 0
         weights[name] = weight
     return weights
-
-
-def random_group_masks(net, input_shape, keep, generator):
-    masks = {}
-    for name, module in layers_of(net).items():
-        size = module.in_features if isinstance(module, nn.Linear) else module.out_channels
-        mask = torch.rand(size, generator=generator) < keep
-        mask[torch.randint(size, (1,), generator=generator)] = True
-        masks[name] = mask
-    for link in analyze_structure(net, input_shape).links:
-        if link.features_per_unit > 1:
-            channel = int(masks[link.producer].nonzero()[0])
-            masks[link.consumer][channel * link.features_per_unit] = True
-    return masks
 
 
 def randomize(net, generator):

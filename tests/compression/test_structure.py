@@ -27,7 +27,7 @@ def random_group_masks(net, input_shape, keep, generator):
     least one feature of a kept channel (else the network would be cut in two)."""
     masks = {}
     for name, module in net.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             size = module.in_features if isinstance(module, nn.Linear) else module.out_channels
             mask = torch.rand(size, generator=generator) < keep
             mask[torch.randint(size, (1,), generator=generator)] = True
