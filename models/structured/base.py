@@ -160,9 +160,10 @@ class WeightPrior:
         return f"{type(self).__name__}()"
 
 
-def posterior_of(guide, site: str):
+def posterior_of(guide, site: str, kind: type | tuple[type, ...] | None = None):
     """The guide's variational distribution at ``site``, with a clear error for guides that
-    cannot say (or sites that do not exist)."""
+    cannot say, sites that do not exist, and (when ``kind`` is given) a family the pruning rule
+    cannot read: a rule computes its statistic from the parameters of one family."""
     if not hasattr(guide, "get_posterior"):
         raise TypeError(
             f"{type(guide).__name__} cannot report its posterior per site; structured pruning "
@@ -174,6 +175,13 @@ def posterior_of(guide, site: str):
             "arguments) before pruning or exporting"
         )
     try:
-        return guide.get_posterior(site)
+        fn = guide.get_posterior(site)
     except KeyError:
         raise ValueError(f"the guide has no site {site!r}; was it built for this model?") from None
+    if kind is not None and not isinstance(fn, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise ValueError(
+            f"the guide's posterior of {site!r} is a {type(fn).__name__}; its pruning rule reads "
+            f"a {' or '.join(k.__name__ for k in kinds)} (the default family of its prior)"
+        )
+    return fn

@@ -90,19 +90,14 @@ class GroupHorseshoe(WeightPrior):
         ``(groups,)``."""
         loc, variance = 0.0, 0.0
         for part in _SCALES:
-            fn = posterior_of(guide, f"{name}.{part}")
-            if not isinstance(fn, dist.LogNormal):
-                raise ValueError(
-                    f"the guide's posterior of {name}.{part} is a {type(fn).__name__}; the "
-                    "horseshoe's pruning rule needs the log-normal guide of the thesis"
-                )
+            fn = posterior_of(guide, f"{name}.{part}", dist.LogNormal)
             loc = loc + 0.5 * fn.loc
             variance = variance + 0.25 * fn.scale.square()
         return loc, variance
 
     def summarize(self, guide, name, shape, group_dim, unscaled, threshold):
         mu_z, var_z = self.log_scale_moments(guide, name)
-        weight = posterior_of(guide, f"{name}.standardized")
+        weight = posterior_of(guide, f"{name}.standardized", dist.Normal)
         mu, var = weight.loc, weight.variance
         negative_log_mode = var_z - mu_z
         # E[z] = exp(mu + sigma^2 / 2); V[z] = (exp(sigma^2) - 1) exp(2 mu + sigma^2).

@@ -65,8 +65,8 @@ class GroupNormalJeffreys(WeightPrior):
         return scale_groups(standardized, scale, group_dim)
 
     def summarize(self, guide, name, shape, group_dim, unscaled, threshold):
-        scale = posterior_of(guide, f"{name}.group_scale")
-        weight = posterior_of(guide, f"{name}.standardized")
+        scale = posterior_of(guide, f"{name}.group_scale", dist.Normal)
+        weight = posterior_of(guide, f"{name}.standardized", dist.Normal)
         mu_z, var_z = scale.loc, scale.variance
         log_alpha = var_z.log() - mu_z.square().clamp_min(1e-30).log()
         mu_z, var_z = group_view(mu_z, shape, group_dim), group_view(var_z, shape, group_dim)

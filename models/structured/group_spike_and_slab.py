@@ -82,8 +82,9 @@ class GroupSpikeAndSlab(WeightPrior):
         return scale_groups(slab, inclusion, group_dim)
 
     def summarize(self, guide, name, shape, group_dim, unscaled, threshold):
-        probs = posterior_of(guide, f"{name}.inclusion").probs
-        slab = posterior_of(guide, f"{name}.slab")
+        inclusion = (dist.RelaxedBernoulli, dist.Bernoulli)
+        probs = posterior_of(guide, f"{name}.inclusion", inclusion).probs
+        slab = posterior_of(guide, f"{name}.slab", dist.Normal)
         mu, var = slab.loc, slab.variance
         pi = group_view(probs, shape, group_dim)
         return GroupPosterior(

@@ -23,7 +23,7 @@ import math
 import pyro
 import torch
 
-from pyro_bnn.distributions import L0Prior
+from pyro_bnn.distributions import HardConcrete, L0Prior
 from pyro_bnn.ops import scale_groups
 
 from .base import GroupPosterior, WeightPrior, group_view, posterior_of
@@ -67,7 +67,7 @@ class L0Gates(WeightPrior):
 
     def gates(self, guide, name):
         """The guide's hard-concrete posterior over the gates of ``name``."""
-        return posterior_of(guide, f"{name}.gate")
+        return posterior_of(guide, f"{name}.gate", HardConcrete)
 
     def summarize(self, guide, name, shape, group_dim, unscaled, threshold):
         gate = self.gates(guide, name)

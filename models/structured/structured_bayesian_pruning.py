@@ -21,7 +21,7 @@ import math
 import pyro
 import torch
 
-from pyro_bnn.distributions import LogUniform
+from pyro_bnn.distributions import LogUniform, TruncatedLogNormal
 from pyro_bnn.ops import scale_groups
 
 from .base import GroupPosterior, WeightPrior, group_view, posterior_of
@@ -62,7 +62,7 @@ class StructuredBayesianPruning(WeightPrior):
         return scale_groups(unscaled, noise, group_dim)
 
     def summarize(self, guide, name, shape, group_dim, unscaled, threshold):
-        noise = posterior_of(guide, f"{name}.noise")
+        noise = posterior_of(guide, f"{name}.noise", TruncatedLogNormal)
         snr = noise.signal_to_noise
         return GroupPosterior(
             mean=unscaled * group_view(noise.mean, shape, group_dim),

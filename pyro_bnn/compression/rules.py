@@ -99,11 +99,11 @@ def _structured_rule(model, layer) -> Callable:
     return rule
 
 
-def _elementwise(statistic_and_keep, dim: int) -> Callable:
-    statistic, keep = statistic_and_keep
+def _elementwise(spec, dim: int) -> Callable:
+    statistic, keep, kind = spec  # the statistic, the keep test, the family it reads
 
     def rule(guide, site, threshold):
-        fn = posterior_of(guide, site)
+        fn = posterior_of(guide, site, kind)
         value = statistic(fn)
         weight_keep = keep(value, threshold)
         others = [d for d in range(value.dim()) if d != dim]
@@ -140,12 +140,12 @@ def _check_probability(threshold) -> None:
 
 _ELEMENTWISE = {
     ImproperLogUniform: (
-        (_log_alpha, lambda value, t: value < t),
+        (_log_alpha, lambda value, t: value < t, dist.Normal),
         DEFAULT_LOG_ALPHA_THRESHOLD,
         _check_log_alpha,
     ),
     SpikeAndSlab: (
-        (lambda fn: fn.probs, lambda value, t: value > t),
+        (lambda fn: fn.probs, lambda value, t: value > t, SpikeAndSlab),
         0.5,
         _check_probability,
     ),
@@ -164,7 +164,7 @@ def _ranked_masks(model, guide, keep_fraction: float, score: Callable) -> dict[s
                     f"{site} has a structured prior; rank the weights of a Gaussian posterior "
                     "(mean field) instead"
                 )
-            scores[site] = score(posterior_of(guide, site))
+            scores[site] = score(posterior_of(guide, site, dist.Normal))
         flat = torch.cat([value.flatten() for value in scores.values()])
         kept = max(1, round(keep_fraction * flat.numel()))
         cut = flat.topk(kept).values.min()

@@ -120,3 +120,15 @@ def test_bad_input():
         compress(model, guide, input_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="needs the shape of one input"):
         compress(model, guide)
+
+
+def test_a_guide_family_the_rule_cannot_read_is_a_clear_error():
+    model = BayesianNetwork(
+        lenet_300_100(), CategoricalLikelihood(1000, 10), prior=structured_prior("group-nj"),
+        input_shape=(1, 28, 28),
+    )  # fmt: skip
+    guide = AutoSiteGuide(model, families={"*.group_scale": "delta"})
+    guide(torch.randn(2, 1, 28, 28), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="posterior of 'net.fc1.weight.group_scale' is a Delta; "
+                       "its pruning rule reads a Normal"):  # fmt: skip
+        compress(model, guide)
