@@ -19,12 +19,15 @@ from .family import (
     register_family,
 )
 from .hard_concrete_family import HardConcreteFamily
+from .local_reparameterized_matrix_normal import LocalReparameterizedMatrixNormal
 from .local_reparameterized_normal import (
     LocalReparameterizedNormal,
     local_reparameterization,
     local_reparameterization_enabled,
 )
+from .matrix_normal_family import MatrixNormalFamily
 from .mean_field_normal import AutoMeanFieldNormal
+from .multiplicative_flow_family import MultiplicativeFlowFamily, MultiplicativeNormal
 from .normal_family import DEFAULT_INIT_LOG_VARIANCE, NormalFamily
 from .spike_and_slab_family import (
     RelaxedBernoulliFamily,
@@ -43,7 +46,11 @@ __all__ = [
     "GuideFamily",
     "GuideFamilyWarning",
     "HardConcreteFamily",
+    "LocalReparameterizedMatrixNormal",
     "LocalReparameterizedNormal",
+    "MatrixNormalFamily",
+    "MultiplicativeFlowFamily",
+    "MultiplicativeNormal",
     "NormalFamily",
     "RelaxedBernoulliFamily",
     "RelaxedInclusion",

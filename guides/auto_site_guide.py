@@ -115,6 +115,17 @@ def _kaiming_uniform_bound(shape: torch.Size) -> float:
     return 1.0 / math.sqrt(math.prod(shape[1:]))
 
 
+def _initial_values(params: dict) -> list[tuple[str, torch.Tensor]]:
+    """``(name, initial value)`` of a family's parameters, those of its modules included."""
+    values = []
+    for name, param in params.items():
+        if isinstance(param, nn.Module):
+            values += [(f"{name}.{key}", value) for key, value in param.named_parameters()]
+        else:
+            values.append((name, param.init_value))
+    return values
+
+
 class _SiteParameters(PyroModule):
     """The parameters of one site's family, as ``PyroParam`` attributes."""
 
@@ -350,8 +361,7 @@ class AutoSiteGuide(AutoGuide):
         store = pyro.get_param_store()
         prefix = f"{self._pyro_name}.params." if self._pyro_name else "params."
         for name, params in parameters.items():
-            for param_name, param in params.items():
-                value = param.init_value
+            for param_name, value in _initial_values(params):
                 full = f"{prefix}{name}.{param_name}"
                 if full in store and store[full].shape != value.shape:
                     raise ValueError(
@@ -412,8 +422,8 @@ class AutoSiteGuide(AutoGuide):
             with ExitStack() as stack:
                 for frame in self.prototype_trace.nodes[name]["cond_indep_stack"]:
                     stack.enter_context(plates[frame.name])
-                fn = self.get_posterior(name).to_event(site.event_dim)
-                result[name] = pyro.sample(name, fn)
+                family = self._site_families[name]
+                result[name] = family.sample(site, self._site_params[name])
         return result
 
     def _reading(self):
@@ -434,8 +444,9 @@ class AutoSiteGuide(AutoGuide):
 
     @torch.no_grad()
     def log_alpha(self) -> dict[str, torch.Tensor]:
-        """``log alpha = log sigma^2 - log mu^2`` of every real site of the Normal family,
-        clamped to :data:`~pyro_bnn.distributions.kl.LOG_ALPHA_RANGE` as in the KL.
+        """``log alpha = log sigma^2 - log mu^2`` of every real weight site whose family has
+        one (the Normal, matrix-normal and flow families), clamped to
+        :data:`~pyro_bnn.distributions.kl.LOG_ALPHA_RANGE` as in the KL.
 
         alpha is the noise-to-signal ratio of the weight; a large value means the weight can be
         set to zero without changing the network (sparse variational dropout).
@@ -444,10 +455,9 @@ class AutoSiteGuide(AutoGuide):
         result = {}
         with self._reading():
             for name, family in self._site_families.items():
-                if isinstance(family, NormalFamily):
-                    value = family.log_alpha(self._sites[name], self._site_params[name])
-                    if value is not None:
-                        result[name] = value.detach()
+                value = family.log_alpha(self._sites[name], self._site_params[name])
+                if value is not None:
+                    result[name] = value.detach()
         return result
 
     def _check_ready(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroParam
@@ -69,9 +70,11 @@ class GuideFamily:
         """Why the family cannot represent ``site``'s support, or ``None`` if it can."""
         return None
 
-    def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
+    def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam | PyroModule]:
         """The family's parameters for ``site``, starting from ``init``, an initial value of
-        the site (in its support, shape :attr:`Site.shape`)."""
+        the site (in its support, shape :attr:`Site.shape`): ``PyroParam`` s, or
+        ``PyroModule`` s for families with networks of their own (a flow's coupling layers),
+        whose parameters Pyro's parameter store then holds too."""
         raise NotImplementedError
 
     def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
@@ -80,9 +83,23 @@ class GuideFamily:
         attributes."""
         raise NotImplementedError
 
+    def sample(self, site: Site, params: PyroModule) -> torch.Tensor:
+        """Issue the site's sample statement inside the guide and return its value.
+
+        Most families sample their :meth:`posterior` at the site; a family with auxiliary
+        variables (a flow over multiplicative noise) first samples those at sites of its own
+        and conditions the site's distribution on them.
+        """
+        return pyro.sample(site.name, self.posterior(site, params).to_event(site.event_dim))
+
     def median(self, site: Site, params: PyroModule) -> torch.Tensor:
         """A point estimate of the site: the posterior median where the family has one."""
         raise NotImplementedError
+
+    def log_alpha(self, site: Site, params: PyroModule) -> torch.Tensor | None:
+        """``log sigma^2 - log mu^2`` per entry of a real weight site, the noise-to-signal ratio
+        that sparse variational dropout prunes by, or ``None`` where the family has none."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

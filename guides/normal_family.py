@@ -97,9 +97,14 @@ class NormalFamily(GuideFamily):
         """``log sigma^2 - log mu^2`` of a real site, clamped as in the sparse-VD KL."""
         if site.transform != identity_transform:
             return None
-        loc, log_variance = params.loc, _capped(site, params.log_variance)
-        log_alpha = log_variance - loc.square().clamp_min(1e-30).log()
-        return log_alpha.clamp(*LOG_ALPHA_RANGE)
+        return noise_to_signal(params.loc, _capped(site, params.log_variance))
+
+
+def noise_to_signal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """``log alpha = log sigma^2 - log mu^2``, clamped to
+    :data:`~pyro_bnn.distributions.kl.LOG_ALPHA_RANGE` as in the sparse-VD KL."""
+    log_alpha = log_variance - loc.square().clamp_min(1e-30).log()
+    return log_alpha.clamp(*LOG_ALPHA_RANGE)
 
 
 def _capped(site: Site, log_variance: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ from .improper_log_uniform import ImproperLogUniform
 from .kl import sparse_vd_kl
 from .l0_prior import L0Prior
 from .log_uniform import LogUniform
+from .masked_coupling import MaskedCoupling
+from .masked_flow import MaskedFlow
 from .matrix_normal import MatrixNormal
 from .scale_mixture_normal import ScaleMixtureNormal
 from .spike_and_slab import SpikeAndSlab
@@ -20,6 +22,8 @@ __all__ = [
     "ImproperLogUniform",
     "L0Prior",
     "LogUniform",
+    "MaskedCoupling",
+    "MaskedFlow",
     "MatrixNormal",
     "ScaleMixtureNormal",
     "SpikeAndSlab",

@@ -1,6 +1,7 @@
 """Inference: the ELBO, the training loop, checkpoints and the posterior predictive."""
 
-from .auxiliary import auxiliary_log_density
+from pyro_bnn.guides.auxiliary import auxiliary_log_density
+
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .collapse import PosteriorCollapseWarning
 from .fit import EpochRecord, NonFiniteLossError, TrainingInterrupted, check_batch, fit

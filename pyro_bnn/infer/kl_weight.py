@@ -6,7 +6,7 @@ import math
 
 from pyro.poutine.messenger import Messenger
 
-from .auxiliary import AUXILIARY_TERM
+from pyro_bnn.guides.auxiliary import AUXILIARY_TERM
 
 
 class KLWeight(Messenger):

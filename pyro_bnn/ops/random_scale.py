@@ -37,23 +37,23 @@ class RandomScale(StochasticWeight):
     """``c * prod_k f_k ** p_k`` with independent ``f_k ~ q_k``, of shape the broadcast of the
     factors' batch shapes.
 
-    :param factors: ``((q_1, p_1), (q_2, p_2), ...)``: distributions without event dimensions
-        and the powers they enter with.
+    :param factors: ``((q_1, p_1), (q_2, p_2), ...)``: distributions and the powers they enter
+        with; a factor's draws have its batch and event dimensions (a normalizing flow's vector
+        of scales is one factor with an event dimension).
     :param constant: a tensor (or number) broadcastable to the scale's shape, or ``None``.
+    :param sample: the value that any use other than a layer call sees, when the scale stands
+        for a draw already made (a guide's auxiliary site); by default one fresh draw.
     """
 
     @staticmethod
-    def __new__(cls, factors, constant=None):
+    def __new__(cls, factors, constant=None, sample=None):
         factors = tuple((fn, float(power)) for fn, power in factors)
         if not factors:
             raise ValueError("a RandomScale needs at least one random factor")
         for fn, _ in factors:
-            if not isinstance(fn, Distribution) or fn.event_shape:
-                raise ValueError(
-                    f"the factors of a RandomScale are distributions without event dimensions, "
-                    f"got {fn!r}"
-                )
-        shape = torch.broadcast_shapes(*(fn.batch_shape for fn, _ in factors))
+            if not isinstance(fn, Distribution):
+                raise ValueError(f"the factors of a RandomScale are distributions, got {fn!r}")
+        shape = torch.broadcast_shapes(*(_shape(fn) for fn, _ in factors))
         if constant is not None:
             constant = torch.as_tensor(constant)
             shape = torch.broadcast_shapes(shape, constant.shape)
@@ -61,6 +61,13 @@ class RandomScale(StochasticWeight):
         result = StochasticWeight.__new__(cls, like.new_empty(()).expand(shape))
         result.factors = factors
         result.constant = constant
+        if sample is not None:
+            if sample.shape != shape:
+                raise ValueError(
+                    f"the given sample of a random scale of shape {tuple(shape)} has shape "
+                    f"{tuple(sample.shape)}"
+                )
+            result._sample = sample
         return result
 
     def draw(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
@@ -70,8 +77,8 @@ class RandomScale(StochasticWeight):
         value = None
         for fn, power in self.factors:
             # Right-align the factor's shape with the scale's, after the sample dimensions.
-            padding = (1,) * (len(self.shape) - len(fn.batch_shape))
-            draw = _rsample(fn, sample_shape).reshape(sample_shape + padding + fn.batch_shape)
+            padding = (1,) * (len(self.shape) - len(_shape(fn)))
+            draw = _rsample(fn, sample_shape).reshape(sample_shape + padding + _shape(fn))
             draw = draw if power == 1.0 else draw.pow(power)
             value = draw if value is None else value * draw
         if self.constant is not None:
@@ -97,13 +104,18 @@ class RandomScale(StochasticWeight):
         return loc.expand(self.shape), variance.expand(self.shape)
 
 
+def _shape(fn: Distribution) -> torch.Size:
+    return fn.batch_shape + fn.event_shape
+
+
 def _parameter_of(fn: Distribution) -> torch.Tensor:
     # A floating tensor with the distribution's dtype and device.
     for name in ("loc", "probs", "log_alpha", "low", "concentration"):
         value = getattr(fn, name, None)
         if torch.is_tensor(value) and value.is_floating_point():
             return value
-    return fn.rsample()
+    base = getattr(fn, "base_dist", None)  # a transformed or Independent distribution
+    return fn.rsample() if base is None else _parameter_of(base)
 
 
 def _rsample(fn: Distribution, sample_shape: torch.Size) -> torch.Tensor:

@@ -23,7 +23,7 @@ The multiplicative noises of the seeds' layers fold into the same formula
 
   (``*`` the product or convolution), which for convolutions is the mean-field local
   reparameterization: exact per output position, ignoring the correlation between overlapping
-  patches;
+  patches; the flow's convolutions scale the mean only (``z**2`` dropped from the variance);
 - a diagonal matrix-normal weight MN(M, diag(row_var), diag(col_var)), whose entries are
   independent with variance ``row_var[i] * col_var[j]``: the variance of the pre-activation
   is ``(x**2 @ row_var) * col_var``, one GEMV next to the mean's GEMM.
@@ -95,8 +95,8 @@ def sampled_linear(
         which tests use.
     :param output_scale: optional multiplicative noise per example (or per batch) and output
         unit, broadcastable to the output; scales the mean by z and the variance by z**2.
-    :param scale_variance: whether ``input_scale`` enters the variance product too (Bayesian
-        compression) or only the mean's (multiplicative normalizing flows).
+    :param scale_variance: whether the scales enter the variance too (Bayesian compression:
+        ``z**2`` on the variance) or only the mean (multiplicative normalizing flows).
     :returns: ``(x s) @ mu.T + b_mu + sqrt((x s)**2 @ var.T + b_var) * noise``, of shape
         ``(..., out)`` (with ``x``, not ``x s``, in the variance when ``scale_variance`` is
         false).
@@ -105,7 +105,7 @@ def sampled_linear(
     scaled = x if input_scale is None else x * input_scale
     mean = batched_linear(scaled, weight_mean, bias_mean)
     variance = batched_linear((scaled if scale_variance else x).square(), weight_var, bias_var)
-    return _sample(mean, variance, output_scale, noise)
+    return _sample(mean, variance, output_scale, noise, scale_variance)
 
 
 def sampled_conv(
@@ -138,8 +138,8 @@ def sampled_conv(
     :param input_scale: optional multiplicative noise per example and input channel, shape
         ``(batch, in_channels)``, or per input channel, ``(in_channels,)``.
     :param output_scale: optional multiplicative noise per example and output channel, shape
-        ``(batch, out_channels)``, or per channel; it scales the mean by z and the variance by
-        z**2.
+        ``(batch, out_channels)``, or per channel; it scales the mean by z and, with
+        ``scale_variance``, the variance by z**2.
     :param noise: optional standard-normal draws with the output's shape.
     :param scale_variance: as in :func:`sampled_linear`.
     :param spatial: the number of spatial dimensions; by default ``weight_mean.dim() - 2``.
@@ -153,7 +153,7 @@ def sampled_conv(
     variance = batched_conv((scaled if scale_variance else x).square(), weight_var, bias_var, *args)
     if output_scale is not None:
         output_scale = _per_channel(output_scale, spatial)
-    return _sample(mean, variance, output_scale, noise)
+    return _sample(mean, variance, output_scale, noise, scale_variance)
 
 
 def sampled_conv2d(x, weight_mean, weight_var, *args, **kwargs) -> torch.Tensor:
@@ -237,10 +237,11 @@ def _per_channel(value: torch.Tensor, spatial: int) -> torch.Tensor:
     return value.reshape(*value.shape, *(1,) * spatial)
 
 
-def _sample(mean, variance, output_scale, noise) -> torch.Tensor:
+def _sample(mean, variance, output_scale, noise, scale_variance: bool = True) -> torch.Tensor:
     if output_scale is not None:
         mean = mean * output_scale
-        variance = variance * output_scale.square()
+        if scale_variance:
+            variance = variance * output_scale.square()
     return mean + _standard_deviation(variance) * _check_noise(noise, mean)
 
 

@@ -40,9 +40,9 @@ class ScaledWeight(StochasticWeight):
         kernel input channel, shared by the groups.
     :param output_scale: a scale per output unit (channel), ``(out,)``, ``(batch, out)`` or a
         :class:`~pyro_bnn.ops.RandomScale` of shape ``(out,)``.
-    :param scale_variance: ``True``: the input scale multiplies the whole weight (mean and
-        standard deviation); ``False``: only its mean (multiplicative normalizing flows).
-        The output scale always multiplies the whole weight.
+    :param scale_variance: ``True``: the scales multiply the whole weight (mean and standard
+        deviation); ``False``: only its mean (multiplicative normalizing flows, q(W | z) =
+        N(z mu, sigma^2)).
 
     Materializing (any use other than a layer call) needs scales without an example dimension;
     random scales then contribute one draw each.
@@ -99,14 +99,14 @@ class ScaledWeight(StochasticWeight):
         extra = (1,) * (self.dim() - 2)
         input_scale, output_scale = map(materialize, (self.input_scale, self.output_scale))
         loc, std = _mean(self.weight), _std(self.weight)
-        if input_scale is not None:
-            scale = input_scale.reshape(1, -1, *extra)
-            loc = loc * scale
-            std = None if std is None else std * scale if self.scale_variance else std
-        sample = loc if std is None else torch.addcmul(loc, std, torch.randn_like(loc))
-        if output_scale is not None:
-            sample = sample * output_scale.reshape(-1, 1, *extra)
-        return sample
+        for scale in (
+            None if input_scale is None else input_scale.reshape(1, -1, *extra),
+            None if output_scale is None else output_scale.reshape(-1, 1, *extra),
+        ):
+            if scale is not None:
+                loc = loc * scale
+                std = std * scale if std is not None and self.scale_variance else std
+        return loc if std is None else torch.addcmul(loc, std, torch.randn_like(loc))
 
 
 def _mean(weight: torch.Tensor) -> torch.Tensor:
