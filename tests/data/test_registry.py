@@ -80,6 +80,8 @@ def test_unknown_name():
 def test_names():
     assert set(DATASET_NAMES) == {
         "fashion-mnist",
+        "boston",
+        "concrete",
         "digits",
         "mnist",
         "cifar10",
