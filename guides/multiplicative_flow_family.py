@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import to_pyro_module_
+from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 from torch.distributions import constraints
 
@@ -54,13 +55,15 @@ class MultiplicativeNormal(LocalReparameterizedNormal):
 
     :param loc: ``M`` in the layer's layout.
     :param log_variance: ``log sigma^2``, same shape.
-    :param noise: the sampled ``z``, shape ``(loc.shape[noise_dim],)``.
+    :param noise: the sampled ``z``, shape ``(*sample, loc.shape[noise_dim])`` (leading sample
+        dimensions, from a vectorized plate of posterior draws, become batch dimensions).
     :param noise_distribution: ``q(z)``, for the per-example draws, or ``None``.
     """
 
     def __init__(self, loc, log_variance, noise, noise_distribution=None, validate_args=None):
-        view = [1] * loc.dim()
-        view[noise_dim(loc.shape)] = -1
+        axis = noise_dim(loc.shape)
+        view = [*noise.shape[:-1], *[1] * loc.dim()]
+        view[noise.dim() - 1 + axis] = -1
         self.weight_loc = loc
         self.noise = noise
         self.noise_distribution = noise_distribution
@@ -234,9 +237,10 @@ class MultiplicativeFlowFamily(GuideFamily):
     def sample(self, site: Site, params: PyroModule) -> torch.Tensor:
         q_noise = self.noise_distribution(params)
         noise = pyro.sample(f"{site.name}.noise", q_noise, infer={"is_auxiliary": True})
-        auxiliary_log_density(
-            f"{site.name}.noise.auxiliary", self.auxiliary_log_density(site, params, noise)
-        )
+        if am_i_wrapped():  # a plain call of the guide (outside inference) has no bound to add to
+            auxiliary_log_density(
+                f"{site.name}.noise.auxiliary", self.auxiliary_log_density(site, params, noise)
+            )
         fn = self.conditional(site, params, noise, q_noise)
         return pyro.sample(site.name, fn.to_event(site.event_dim))
 

@@ -62,6 +62,9 @@ class MaskedFlow(TorchDistribution):
         self._densities: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
 
+    def expand(self, batch_shape, _instance=None) -> MaskedFlow:
+        return MaskedFlow(self.base.expand(torch.Size(batch_shape)), self.steps)
+
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         z_0 = self.base.rsample(sample_shape)
         z, log_det = push_forward(self.steps, z_0)
