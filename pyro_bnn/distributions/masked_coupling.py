@@ -25,8 +25,8 @@ class MaskedCoupling(nn.Module):
     draw (:class:`~pyro_bnn.distributions.MaskedFlow`), which is why this step is not a
     deterministic ``Transform``.
 
-    The gate's bias starts at ``gate_bias`` (2, so ``sigma = 0.88``, as in the authors' code):
-    the step starts near the identity.
+    The biases start at zero and the gate's at ``gate_bias`` (2, so ``sigma = 0.88`` where the
+    kept entries are zero, as in the authors' code): the step starts near the identity.
 
     :param dim: the size of ``z``.
     :param hidden_dim: the number of hidden units of ``f``.
@@ -43,15 +43,17 @@ class MaskedCoupling(nn.Module):
         self.dim = dim
         self.net = DenseNN(dim, [hidden_dim], param_dims=[dim, dim], nonlinearity=nn.Tanh())
         with torch.no_grad():
+            for layer in self.net.layers:
+                layer.bias.zero_()
             self.net.layers[-1].bias[dim:].fill_(gate_bias)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z', log |det dz'/dz|)`` for ``z`` of shape ``(..., dim)`` and a mask of the same
-        shape (``1`` keeps an entry); the log-determinant has shape ``(...)``."""
-        if z.shape[-1:] != (self.dim,) or mask.shape != z.shape:
+        """``(z', log |det dz'/dz|)`` for ``z`` of shape ``(..., dim)`` and a mask that
+        broadcasts to it (``1`` keeps an entry); the log-determinant has shape ``(...)``."""
+        if z.shape[-1:] != (self.dim,) or torch.broadcast_shapes(mask.shape, z.shape) != z.shape:
             raise ValueError(
                 f"MaskedCoupling over {self.dim} entries needs z of shape (..., {self.dim}) and "
-                f"a mask of the same shape, got {tuple(z.shape)} and {tuple(mask.shape)}"
+                f"a mask that broadcasts to it, got {tuple(z.shape)} and {tuple(mask.shape)}"
             )
         mu, pre_sigma = self.net(mask * z)
         sigma = torch.sigmoid(pre_sigma)
