@@ -40,6 +40,23 @@ class ClassificationPrediction:
     def predicted_class(self) -> torch.Tensor:
         return self.probs.argmax(-1)
 
+    @classmethod
+    def from_samples(
+        cls, probs_samples: torch.Tensor, log_likelihood: torch.Tensor | None = None
+    ) -> ClassificationPrediction:
+        """The predictive and its entropy split from ``(S, B, C)`` per-sample probabilities."""
+        probs = probs_samples.mean(0)
+        entropy = categorical_entropy(probs)
+        expected_entropy = categorical_entropy(probs_samples).mean(0)
+        return cls(
+            probs_samples=probs_samples,
+            probs=probs,
+            entropy=entropy,
+            expected_entropy=expected_entropy,
+            mutual_information=(entropy - expected_entropy).clamp_min(0.0),
+            log_likelihood=log_likelihood,
+        )
+
 
 @dataclass
 class RegressionPrediction:
@@ -57,6 +74,33 @@ class RegressionPrediction:
     total_variance: torch.Tensor  #: (B, ...)
     #: (S, B) log p(y_i | x_i, w_s) per sample and observation, when targets were given
     log_likelihood: torch.Tensor | None = None
+
+    @classmethod
+    def from_samples(
+        cls,
+        mean_samples: torch.Tensor,
+        variance_samples: torch.Tensor,
+        log_likelihood: torch.Tensor | None = None,
+        *,
+        mean: torch.Tensor | None = None,
+        epistemic_variance: torch.Tensor | None = None,
+    ) -> RegressionPrediction:
+        """The predictive from ``(S, B, ...)`` per-sample means and noise variances; ``mean``
+        and ``epistemic_variance`` replace the sample estimates where they are known exactly."""
+        if mean is None:
+            mean = mean_samples.mean(0)
+        if epistemic_variance is None:
+            epistemic_variance = mean_samples.var(0, unbiased=False)
+        aleatoric = variance_samples.mean(0)
+        return cls(
+            mean_samples=mean_samples,
+            variance_samples=variance_samples,
+            mean=mean,
+            epistemic_variance=epistemic_variance,
+            aleatoric_variance=aleatoric,
+            total_variance=epistemic_variance + aleatoric,
+            log_likelihood=log_likelihood,
+        )
 
 
 #: Inputs per vectorized pass by default.  A pass over ``S`` samples holds ``S`` times every
@@ -192,27 +236,5 @@ def predict(
     moments = [torch.cat(parts, dim=1) for parts in zip(*chunks, strict=True)]
     log_likelihood = None if y is None else _log_likelihood(moments, y)
     if len(moments) == 1:
-        probs_samples = moments[0]
-        probs = probs_samples.mean(0)
-        entropy = categorical_entropy(probs)
-        expected_entropy = categorical_entropy(probs_samples).mean(0)
-        return ClassificationPrediction(
-            probs_samples=probs_samples,
-            probs=probs,
-            entropy=entropy,
-            expected_entropy=expected_entropy,
-            mutual_information=(entropy - expected_entropy).clamp_min(0.0),
-            log_likelihood=log_likelihood,
-        )
-    mean_samples, variance_samples = moments
-    epistemic = mean_samples.var(0, unbiased=False)
-    aleatoric = variance_samples.mean(0)
-    return RegressionPrediction(
-        mean_samples=mean_samples,
-        variance_samples=variance_samples,
-        mean=mean_samples.mean(0),
-        epistemic_variance=epistemic,
-        aleatoric_variance=aleatoric,
-        total_variance=epistemic + aleatoric,
-        log_likelihood=log_likelihood,
-    )
+        return ClassificationPrediction.from_samples(moments[0], log_likelihood)
+    return RegressionPrediction.from_samples(*moments, log_likelihood)
