@@ -8,6 +8,7 @@ scaled to the data set; the reference networks are the papers' architectures;
 
 from .bayesian_network import WEIGHT_LAYERS, BayesianNetwork, log_uniform_prior, normal_prior
 from .likelihoods import OBSERVATION_SITE, CategoricalLikelihood, GaussianLikelihood
+from .precision_prior import GammaPrecisionPrior, HierarchicalPrior, gamma_precision_prior
 from .reference_networks import VGG_LIKE_CHANNELS, lenet5_caffe, lenet_300_100, vgg_like
 from .structured import structured_prior
 
@@ -17,7 +18,10 @@ __all__ = [
     "WEIGHT_LAYERS",
     "BayesianNetwork",
     "CategoricalLikelihood",
+    "GammaPrecisionPrior",
     "GaussianLikelihood",
+    "HierarchicalPrior",
+    "gamma_precision_prior",
     "lenet5_caffe",
     "lenet_300_100",
     "log_uniform_prior",

@@ -16,6 +16,7 @@ from torch import nn
 from pyro_bnn.distributions import ImproperLogUniform
 from pyro_bnn.util import all_finite
 
+from .precision_prior import HierarchicalPrior
 from .structured.base import WeightPrior, group_dim
 
 #: Layers whose ``weight`` becomes random under the default selection.
@@ -99,7 +100,9 @@ class BayesianNetwork(PyroModule):
     :param net: the network; it is copied, the original is left untouched.
     :param likelihood: a likelihood module from :mod:`pyro_bnn.models.likelihoods`.
     :param prior: ``prior(name, parameter) -> distribution`` with batch shape
-        ``parameter.shape``, or a :class:`~pyro_bnn.models.structured.WeightPrior` (a structured
+        ``parameter.shape``, a :class:`~pyro_bnn.models.HierarchicalPrior` (a prior with
+        hyper-parameters of its own, such as :func:`~pyro_bnn.models.gamma_precision_prior`'s
+        learned precisions), or a :class:`~pyro_bnn.models.structured.WeightPrior` (a structured
         prior whose groups are input neurons of linear layers and output channels of
         convolutions, see :func:`~pyro_bnn.models.structured.structured_prior`); default
         :func:`log_uniform_prior`.
@@ -157,8 +160,8 @@ class BayesianNetwork(PyroModule):
         #: The weights with a structured prior: ``{weight site: StructuredLayer}``.
         self.structured: dict[str, StructuredLayer] = {}
         #: The elementwise priors of the other random parameters: ``{site: distribution}``
-        #: (batch shape the parameter's, before ``to_event``).
-        self.priors: dict[str, dist.TorchDistribution] = {}
+        #: (batch shape the parameter's, before ``to_event``), or a hierarchical prior.
+        self.priors: dict[str, dist.TorchDistribution | HierarchicalPrior] = {}
         for module_name, name, full, value in targets:
             fn = priors[full]
             if isinstance(fn, tuple):
@@ -169,15 +172,20 @@ class BayesianNetwork(PyroModule):
                 setattr(module, name, PyroSample(_StructuredWeight(name, weight_prior, dim, value)))
                 self.structured[f"net.{full}"] = StructuredLayer(weight_prior, dim, value.shape)
                 continue
-            if fn.batch_shape != value.shape or fn.event_shape:
+            shapes = (fn.shape, ()) if isinstance(fn, HierarchicalPrior) else None
+            batch_shape, event_shape = shapes or (fn.batch_shape, fn.event_shape)
+            if batch_shape != value.shape or event_shape:
                 raise ValueError(
-                    f"the prior for {full} has batch shape {tuple(fn.batch_shape)} and event "
-                    f"shape {tuple(fn.event_shape)}; it must have batch shape "
+                    f"the prior for {full} has batch shape {tuple(batch_shape)} and event "
+                    f"shape {tuple(event_shape)}; it must have batch shape "
                     f"{tuple(value.shape)} (the parameter's) and no event shape"
                 )
-            setattr(modules[module_name], name, PyroSample(fn.to_event(value.dim())))
             self.initial_values[full] = value
             self.priors[f"net.{full}"] = fn
+            if isinstance(fn, HierarchicalPrior):
+                setattr(modules[module_name], name, PyroSample(_HierarchicalWeight(name, fn)))
+                continue
+            setattr(modules[module_name], name, PyroSample(fn.to_event(value.dim())))
         # The network is the model's `net` attribute, so its site names are prefixed.
         self.initial_values = {f"net.{k}": v for k, v in self.initial_values.items()}
         self.net = net
@@ -272,6 +280,21 @@ class StructuredLayer:
     prior: WeightPrior
     group_dim: int
     shape: torch.Size
+
+
+class _HierarchicalWeight:
+    """``PyroSample(fn)``'s ``fn(module)`` for a :class:`HierarchicalPrior`: issues its
+    hyper-parameters' sites and returns the weight's conditional prior."""
+
+    def __init__(self, name: str, prior: HierarchicalPrior):
+        self.name = name
+        self.prior = prior
+
+    def __call__(self, module: nn.Module) -> dist.Distribution:
+        like = next(module.parameters(), None)
+        like = torch.zeros(()) if like is None else like.detach()
+        fn = self.prior(module._pyro_get_fullname(self.name), like)
+        return fn.to_event(len(self.prior.shape))
 
 
 class _StructuredWeight:
