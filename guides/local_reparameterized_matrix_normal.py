@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pyro_bnn.ops import MatrixNormalWeight
+from pyro_bnn.ops import ConditionedMatrixNormalWeight, MatrixNormalWeight
+from pyro_bnn.ops.conditioned_matrix_normal_weight import draw_conditioned
 from pyro_bnn.ops.local_reparameterization import local_reparameterization_enabled
 
 from .local_reparameterized_normal import LocalReparameterizedNormal
@@ -35,37 +36,70 @@ class LocalReparameterizedMatrixNormal(LocalReparameterizedNormal):
     samples its pre-activation with variance ``(x**2 @ row_var) * col_var``, one GEMM and one
     GEMV (Eq. 36 with the diagonal of the row covariance).
 
-    :param loc: ``M``, shape ``(out, in, *kernel)``.
+    With pseudo-data (a linear layer's pseudo-inputs ``A~`` and pseudo-outputs ``B~``), samples
+    come from the matrix normal conditioned on ``A~ W^T = B~`` (Eq. 39-45,
+    :class:`~pyro_bnn.ops.ConditionedMatrixNormalWeight`), while the density and the KL stay
+    those of the unconditioned matrix normal, as in the thesis (whose bound is therefore
+    biased, Sec. 3.2.6).
+
+    :param loc: ``M``, shape ``(*batch, out, in, *kernel)``.
     :param row_log_variance: ``log row_var``, shape ``(in, *kernel)``.
     :param col_log_variance: ``log col_var``, shape ``(out,)``.
+    :param pseudo_inputs: ``A~``, ``(P, in)``, or ``None``.
+    :param pseudo_outputs: ``B~``, ``(P, out)``, or ``None``.
     """
 
-    def __init__(self, loc, row_log_variance, col_log_variance, validate_args=None):
-        if loc.dim() < 2 or row_log_variance.shape != loc.shape[1:]:
+    def __init__(
+        self,
+        loc,
+        row_log_variance,
+        col_log_variance,
+        pseudo_inputs=None,
+        pseudo_outputs=None,
+        validate_args=None,
+    ):
+        layer = torch.Size([*col_log_variance.shape, *row_log_variance.shape])
+        if col_log_variance.dim() != 1 or loc.shape[-len(layer) :] != layer or loc.dim() < 2:
             raise ValueError(
                 f"a matrix normal over weights of shape {tuple(loc.shape)} needs row log-"
-                f"variances of shape {tuple(loc.shape[1:])}, got {tuple(row_log_variance.shape)}"
+                f"variances of shape {tuple(loc.shape[1:])} and column log-variances of shape "
+                f"({loc.shape[0]},), got {tuple(row_log_variance.shape)} and "
+                f"{tuple(col_log_variance.shape)}"
             )
-        if col_log_variance.shape != loc.shape[:1]:
-            raise ValueError(
-                f"a matrix normal over weights of shape {tuple(loc.shape)} needs column log-"
-                f"variances of shape ({loc.shape[0]},), got {tuple(col_log_variance.shape)}"
-            )
+        if (pseudo_inputs is None) != (pseudo_outputs is None):
+            raise ValueError("give both pseudo-inputs and pseudo-outputs, or neither")
         self.row_log_variance = row_log_variance
         self.col_log_variance = col_log_variance
+        self.pseudo_inputs, self.pseudo_outputs = pseudo_inputs, pseudo_outputs
         log_variance = kronecker_log_variance(row_log_variance, col_log_variance)
-        super().__init__(loc, log_variance=log_variance, validate_args=validate_args)
+        super().__init__(
+            loc, log_variance=log_variance.expand(loc.shape), validate_args=validate_args
+        )
+        self._layer_dims = len(layer)
 
     def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) == self.batch_shape:
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape == self.batch_shape:
             return self
-        # A larger batch of matrices no longer has one row and one column covariance.
+        if batch_shape[-self._layer_dims :] == self.batch_shape[-self._layer_dims :]:
+            # More leading (sample) dimensions: the same matrix normal, drawn more often.
+            return LocalReparameterizedMatrixNormal(
+                self.loc.expand(batch_shape), self.row_log_variance, self.col_log_variance,
+                self.pseudo_inputs, self.pseudo_outputs,
+            )  # fmt: skip
         plain = LocalReparameterizedNormal(self.loc, log_variance=self.log_variance)
         return plain.expand(batch_shape, _instance)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        if sample_shape or not local_reparameterization_enabled():
+        row_var, col_var = self.row_log_variance.exp(), self.col_log_variance.exp()
+        lazy = not sample_shape and local_reparameterization_enabled()
+        if lazy and self.loc.dim() == self._layer_dims:
+            if self.pseudo_inputs is None:
+                return MatrixNormalWeight(self.loc, row_var, col_var)
+            return ConditionedMatrixNormalWeight(
+                self.loc, row_var, col_var, self.pseudo_inputs, self.pseudo_outputs
+            )
+        if self.pseudo_inputs is None:
             return super(LocalReparameterizedNormal, self).rsample(sample_shape)
-        return MatrixNormalWeight(
-            self.loc, self.row_log_variance.exp(), self.col_log_variance.exp()
-        )
+        loc = self.loc.expand(self._extended_shape(sample_shape))
+        return draw_conditioned(loc, row_var, col_var, self.pseudo_inputs, self.pseudo_outputs)

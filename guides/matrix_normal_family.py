@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import torch
 from pyro.nn import PyroModule, PyroParam
+from pyro.poutine.runtime import am_i_wrapped
 from torch.distributions import constraints
 
+from pyro_bnn.distributions import sparse_vd_kl
+from pyro_bnn.ops.conditioned_matrix_normal_weight import conditioned_mean
+
+from .auxiliary import auxiliary_log_density
 from .family import GuideFamily, Site, register_family
 from .local_reparameterized_matrix_normal import LocalReparameterizedMatrixNormal
 from .normal_family import DEFAULT_INIT_LOG_VARIANCE, noise_to_signal
@@ -34,15 +40,40 @@ class MatrixNormalFamily(GuideFamily):
     the row and column standard deviations, so every entry's standard deviation stays below
     its square.
 
+    **Pseudo-data** (``pseudo_data=P``, linear layers; thesis Sec. 3.2.5): ``P`` pseudo-inputs
+    ``A~`` and pseudo-outputs ``B~`` per layer, which the weights are conditioned on (the
+    sparse-GP reading of the matrix normal, :class:`LocalReparameterizedMatrixNormal`).  They
+    start uniform in [-0.01, 0.01] and have multiplicative Gaussian posteriors
+    ``A~ = mu (1 + sqrt(alpha) eps)`` with log-uniform priors, whose variational-dropout KL
+    (:func:`~pyro_bnn.distributions.sparse_vd_kl`) joins the bound through a guide factor; the
+    dropout rate ``alpha / (1 + alpha)`` is bounded by ``pseudo_dropout_bound`` (0.005 or 0.05
+    on the UCI sets, 0.2 on the toy task) and starts there.  ``P`` must stay below the layer's
+    input dimension (the rank of the linear kernel).
+
     :param init_log_variance: the initial log-variance of every entry.
+    :param pseudo_data: pseudo-data points per linear layer (0: none).
+    :param pseudo_dropout_bound: the largest dropout rate of the pseudo-data's noise, in (0, 1).
     """
 
     name = "matrix_normal"
 
-    def __init__(self, init_log_variance: float = DEFAULT_INIT_LOG_VARIANCE):
+    def __init__(
+        self,
+        init_log_variance: float = DEFAULT_INIT_LOG_VARIANCE,
+        pseudo_data: int = 0,
+        pseudo_dropout_bound: float = 0.05,
+    ):
         if not math.isfinite(init_log_variance):
             raise ValueError(f"init_log_variance must be finite, got {init_log_variance}")
+        if isinstance(pseudo_data, bool) or not isinstance(pseudo_data, int) or pseudo_data < 0:
+            raise ValueError(f"pseudo_data must be a non-negative integer, got {pseudo_data!r}")
+        if not (isinstance(pseudo_dropout_bound, (int, float)) and 0 < pseudo_dropout_bound < 1):
+            raise ValueError(
+                f"pseudo_dropout_bound must lie in (0, 1), got {pseudo_dropout_bound!r}"
+            )
         self.init_log_variance = float(init_log_variance)
+        self.pseudo_data = pseudo_data
+        self.max_pseudo_log_alpha = math.log(pseudo_dropout_bound / (1 - pseudo_dropout_bound))
 
     def unsupported(self, site: Site) -> str | None:
         if site.support is not constraints.real:
@@ -54,6 +85,13 @@ class MatrixNormalFamily(GuideFamily):
             )
         if site.per_example:
             return "the model asks for a draw per example, which a weight matrix cannot take"
+        if self.pseudo_data and len(site.shape) != 2:
+            return f"it has shape {tuple(site.shape)}; pseudo-data condition linear layers only"
+        if self.pseudo_data >= (site.shape[1] if len(site.shape) == 2 else 0) > 0:
+            return (
+                f"{self.pseudo_data} pseudo-data points are too many for {site.shape[1]} inputs: "
+                "the linear kernel's rank is the input dimension"
+            )
         return None
 
     def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
@@ -66,21 +104,57 @@ class MatrixNormalFamily(GuideFamily):
             )
         half = 0.5 * float(start)
         loc = init.detach().clone()
-        return {
+        params = {
             "loc": PyroParam(loc, constraints.real),
             "row_log_variance": PyroParam(loc.new_full(loc.shape[1:], half), constraints.real),
             "col_log_variance": PyroParam(loc.new_full(loc.shape[:1], half), constraints.real),
         }
+        if self.pseudo_data:
+            for name, size in (("pseudo_inputs", loc.shape[1]), ("pseudo_outputs", loc.shape[0])):
+                shape = (self.pseudo_data, size)
+                params[name] = PyroParam(
+                    torch.empty(shape).uniform_(-0.01, 0.01).to(loc), constraints.real
+                )
+                params[f"{name}_log_alpha"] = PyroParam(
+                    loc.new_full(shape, self.max_pseudo_log_alpha), constraints.real
+                )
+        return params
 
-    def posterior(self, site: Site, params: PyroModule) -> LocalReparameterizedMatrixNormal:
+    def _variances(self, site: Site, params: PyroModule) -> tuple[torch.Tensor, torch.Tensor]:
         row, col = params.row_log_variance, params.col_log_variance
         if site.max_scale is not None:
             cap = 2 * math.log(site.max_scale)
             row, col = row.clamp(max=cap), col.clamp(max=cap)
-        return LocalReparameterizedMatrixNormal(params.loc, row, col, validate_args=False)
+        return row, col
+
+    def posterior(self, site: Site, params: PyroModule) -> LocalReparameterizedMatrixNormal:
+        """``q(W)``; with pseudo-data, conditioned on their posterior means."""
+        pseudo = (params.pseudo_inputs, params.pseudo_outputs) if self.pseudo_data else ()
+        return LocalReparameterizedMatrixNormal(
+            params.loc, *self._variances(site, params), *pseudo, validate_args=False
+        )
+
+    def sample(self, site: Site, params: PyroModule) -> torch.Tensor:
+        if not self.pseudo_data:
+            return super().sample(site, params)
+        pseudo, kl = [], 0.0
+        for name in ("pseudo_inputs", "pseudo_outputs"):
+            log_alpha = getattr(params, f"{name}_log_alpha").clamp(max=self.max_pseudo_log_alpha)
+            mean = getattr(params, name)
+            pseudo.append(mean + mean * (0.5 * log_alpha).exp() * torch.randn_like(mean))
+            kl = kl + sparse_vd_kl(log_alpha).sum()
+        if am_i_wrapped():  # the pseudo-data's KL, in the KL part of the bound
+            auxiliary_log_density(f"{site.name}.pseudo_data", -kl)
+        fn = LocalReparameterizedMatrixNormal(
+            params.loc, *self._variances(site, params), *pseudo, validate_args=False
+        )
+        return pyro.sample(site.name, fn.to_event(site.event_dim))
 
     def median(self, site: Site, params: PyroModule) -> torch.Tensor:
-        return params.loc
+        if not self.pseudo_data:
+            return params.loc
+        row_var = self._variances(site, params)[0].exp()
+        return conditioned_mean(params.loc, row_var, params.pseudo_inputs, params.pseudo_outputs)
 
     def log_alpha(self, site: Site, params: PyroModule) -> torch.Tensor:
-        return noise_to_signal(params.loc, self.posterior(site, params).log_variance)
+        return noise_to_signal(self.median(site, params), self.posterior(site, params).log_variance)

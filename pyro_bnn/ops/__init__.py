@@ -3,11 +3,16 @@
 :func:`sampled_linear`, :func:`sampled_conv` and their matrix-normal siblings are the single
 implementation every locally reparameterized layer goes through.  The weight protocol
 (:class:`StochasticWeight` and its kinds :class:`GaussianWeight`, :class:`ScaledWeight`,
-:class:`MatrixNormalWeight`) routes a model's ordinary ``F.linear`` / ``F.conv{1,2,3}d`` calls
-to them; :func:`batched_linear` and :func:`batched_conv` accept weights with sample dimensions.
+:class:`MatrixNormalWeight`, :class:`ConditionedMatrixNormalWeight`) routes a model's
+ordinary ``F.linear`` / ``F.conv{1,2,3}d`` calls to them; :func:`batched_linear` and
+:func:`batched_conv` accept weights with sample dimensions.
 """
 
 from .batched import batched_conv, batched_linear
+from .conditioned_matrix_normal_weight import (
+    ConditionedMatrixNormalWeight,
+    conditioned_matrix_normal_linear,
+)
 from .gaussian_weight import GaussianWeight
 from .local_reparameterization import local_reparameterization, local_reparameterization_enabled
 from .matrix_normal_weight import MatrixNormalWeight
@@ -23,6 +28,7 @@ from .scaled_weight import ScaledWeight, scale_groups
 from .stochastic_weight import StochasticWeight, find_handler, materialize, register_handler
 
 __all__ = [
+    "ConditionedMatrixNormalWeight",
     "GaussianWeight",
     "MatrixNormalWeight",
     "RandomScale",
@@ -30,6 +36,7 @@ __all__ = [
     "StochasticWeight",
     "batched_conv",
     "batched_linear",
+    "conditioned_matrix_normal_linear",
     "find_handler",
     "local_reparameterization",
     "local_reparameterization_enabled",

@@ -14,6 +14,7 @@ from pyro_bnn.distributions import MatrixNormal
 from pyro_bnn.guides import AutoSiteGuide, LocalReparameterizedMatrixNormal, MatrixNormalFamily
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, normal_prior
 from pyro_bnn.ops import MatrixNormalWeight
+from pyro_bnn.ops import local_reparameterization as pyro_bnn_local_reparameterization
 
 
 def _random_matrix_normal(out=3, rows=(4,), seed=0):
@@ -154,3 +155,112 @@ def test_distribution_refuses_mismatched_shapes(row, col, match):
 def test_family_refuses_a_non_finite_initial_variance():
     with pytest.raises(ValueError, match="init_log_variance must be finite"):
         MatrixNormalFamily(float("nan"))
+
+
+# ------------------------------------------------------------------------------- pseudo-data
+
+
+def _pseudo(points=2, inputs=5, outputs=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    loc = torch.randn(outputs, inputs, generator=g, dtype=torch.double)
+    row_var = torch.rand(inputs, generator=g, dtype=torch.double) + 0.2
+    col_var = torch.rand(outputs, generator=g, dtype=torch.double) + 0.2
+    a = torch.randn(points, inputs, generator=g, dtype=torch.double)
+    b = torch.randn(points, outputs, generator=g, dtype=torch.double)
+    return loc, row_var, col_var, a, b
+
+
+def _dense_conditional(x, loc, row_var, col_var, a, b):
+    """Mean and variance of x @ w_j for every output j, conditioning each column w_j ~
+    N(M_j, c_j diag(r)) on b_j = A w_j + d_j, d_j ~ N(0, jitter c_j I), by dense algebra."""
+    from pyro_bnn.ops.conditioned_matrix_normal_weight import RELATIVE_JITTER
+
+    u = torch.diag(row_var)
+    kernel = a @ u @ a.T
+    jitter = RELATIVE_JITTER * kernel.diagonal().mean()
+    means, variances = [], []
+    for j in range(loc.shape[0]):
+        prior_cov = col_var[j] * u
+        gain = (
+            prior_cov @ a.T @ torch.linalg.inv(col_var[j] * (kernel + jitter * torch.eye(len(a))))
+        )
+        mean = loc[j] + gain @ (b[:, j] - a @ loc[j])
+        cov = prior_cov - gain @ a @ prior_cov
+        means.append(x @ mean)
+        variances.append(((x @ cov) * x).sum(-1))
+    return torch.stack(means, -1), torch.stack(variances, -1)
+
+
+def test_pseudo_data_local_reparameterization_is_the_gaussian_conditional():
+    from pyro_bnn.ops import conditioned_matrix_normal_linear
+
+    loc, row_var, col_var, a, b = _pseudo()
+    x = torch.randn(4, 5, dtype=torch.double)
+    mean, variance = _dense_conditional(x, loc, row_var, col_var, a, b)
+    zero = conditioned_matrix_normal_linear(x, loc, row_var, col_var, a, b, noise=torch.zeros(4, 3))
+    one = conditioned_matrix_normal_linear(x, loc, row_var, col_var, a, b, noise=torch.ones(4, 3))
+    assert torch.allclose(zero.double(), mean, atol=1e-8)
+    assert torch.allclose((one - zero).square().double(), variance, rtol=1e-6, atol=1e-10)
+
+
+def test_pseudo_data_weight_draws_follow_the_conditional():
+    from pyro_bnn.ops import ConditionedMatrixNormalWeight
+
+    torch.manual_seed(0)
+    loc, row_var, col_var, a, b = _pseudo()
+    x = torch.randn(2, 5, dtype=torch.double)
+    mean, variance = _dense_conditional(x, loc, row_var, col_var, a, b)
+    fn = LocalReparameterizedMatrixNormal(loc, row_var.log(), col_var.log(), a, b)
+    with pyro_bnn_local_reparameterization(False):
+        draws = fn.expand((20000, 3, 5)).rsample()  # Matheron's rule, vectorized
+    outputs = draws @ x.T  # (S, out, examples)
+    assert torch.allclose(outputs.mean(0).T, mean, atol=0.03)
+    assert torch.allclose(outputs.var(0).T, variance, rtol=0.06, atol=1e-3)
+    weight = fn.rsample()
+    assert isinstance(weight, ConditionedMatrixNormalWeight)
+    assert torch.allclose(weight.rsample() @ a.T, b.T, atol=0.05)  # it passes the pseudo-data
+
+
+def test_pseudo_data_family_trains_and_adds_its_kl():
+    from pyro_bnn import predict
+    from pyro_bnn.models import GaussianLikelihood
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    x = torch.randn(32, 4)
+    y = x[:, 0] + 0.1 * torch.randn(32)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1))
+    model = BayesianNetwork(net, GaussianLikelihood(32), prior=normal_prior(1.0))
+    family = MatrixNormalFamily(pseudo_data=2, pseudo_dropout_bound=0.05)
+    guide = AutoSiteGuide(model, families={"net.*.weight": family})
+    trace = pyro.poutine.trace(guide).get_trace(x, y)
+    kl = trace.nodes["net.0.weight.pseudo_data"]["fn"].log_factor  # log q - log p: the KL
+    assert kl > 0 and "net.2.weight.pseudo_data" in trace.nodes
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), pyro.infer.Trace_ELBO())
+    for _ in range(20):
+        svi.step(x, y)
+    assert predict(model, guide, x[:3], num_samples=4).mean.shape == (3,)
+    assert guide.median()["net.0.weight"].shape == (6, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"pseudo_data": -1}, "pseudo_data must be a non-negative integer"),
+        ({"pseudo_data": 2, "pseudo_dropout_bound": 1.0}, "pseudo_dropout_bound"),
+    ],
+)
+def test_bad_pseudo_data_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MatrixNormalFamily(**kwargs)
+
+
+@pytest.mark.parametrize("points, match", [(2, "linear layers only"), (48, "too many")])
+def test_pseudo_data_are_refused_where_they_cannot_condition(points, match):
+    pyro.clear_param_store()
+    model = _model()
+    family = MatrixNormalFamily(pseudo_data=points)
+    site = "net.0.weight" if match == "linear layers only" else "net.3.weight"
+    guide = AutoSiteGuide(model, families={site: family})
+    with pytest.raises(ValueError, match=match):
+        guide(torch.randn(2, 1, 6, 6), torch.zeros(2, dtype=torch.long))
