@@ -62,7 +62,7 @@ from pyro_bnn.baselines import (
     train_deterministic,
 )
 from pyro_bnn.data.uci import DEFAULT_NUM_SPLITS, UCI_DATASET_NAMES, UCISplit, uci_regression
-from pyro_bnn.guides import AutoSiteGuide
+from pyro_bnn.guides import AutoSiteGuide, MatrixNormalFamily
 from pyro_bnn.metrics import predictive_log_likelihood, root_mean_squared_error
 from pyro_bnn.models import (
     BayesianNetwork,
@@ -188,10 +188,11 @@ def _likelihood(split: UCISplit) -> GaussianLikelihood:
     )
 
 
-def variational(family: str, prior: Callable, **guide_options) -> Callable:
+def variational(family: str | Callable, prior: Callable, **guide_options) -> Callable:
     """A Bayesian network over every weight and bias (the thesis appends a constant input, so
     the bias is a row of W) with the Gamma prior on the noise precision, trained by
-    :func:`pyro_bnn.fit` with the guide family ``family`` on the weights."""
+    :func:`pyro_bnn.fit` with the guide family ``family`` on the weights (a family name, or a
+    function of the split returning the guide's ``families``)."""
 
     def method(split: UCISplit, settings: Settings) -> PredictiveMoments:
         model = BayesianNetwork(
@@ -201,14 +202,23 @@ def variational(family: str, prior: Callable, **guide_options) -> Callable:
             include_bias=True,
             input_shape=(split.num_features,),
         )
-        guide = AutoSiteGuide(model, families={"net.*.weight": family}, **guide_options)
+        families = family(split) if callable(family) else {"net.*.weight": family}
+        guide = AutoSiteGuide(model, families=families, **guide_options)
         fit(model, guide, _loader(split, settings), epochs=settings.epochs, lr=settings.lr,
             progress=False)  # fmt: skip
         prediction = predict(model, guide, split.x_test, num_samples=settings.num_samples)
         return prediction.mean_samples, prediction.variance_samples
 
-    method.__doc__ = f"The {family} guide family, prior {prior!r}."
     return method
+
+
+def pseudo_data_families(split: UCISplit) -> dict[str, MatrixNormalFamily]:
+    """The thesis's UCI pseudo-data: 10 pairs per layer (fewer than the input dimension, the
+    rank of the layer's linear kernel), pseudo-data dropout rates bounded by 0.05."""
+    return {
+        "net.0.weight": MatrixNormalFamily(pseudo_data=min(10, split.num_features - 1)),
+        "net.2.weight": MatrixNormalFamily(pseudo_data=10),
+    }
 
 
 def _weight_decay(split: UCISplit, settings: Settings) -> float:
@@ -268,6 +278,7 @@ METHODS: dict[str, Callable[[UCISplit, Settings], PredictiveMoments]] = {
     # The thesis's VMG: matrix-variate Gaussian posteriors under its regression prior, a
     # matrix normal whose row and column precisions have Gamma(1, 0.5) hyper-priors.
     "matrix-normal": variational("matrix_normal", gamma_precision_prior()),
+    "matrix-normal-pseudo-data": variational(pseudo_data_families, gamma_precision_prior()),
     "mean-field": variational("normal", normal_prior(1.0)),
     "flow": variational("multiplicative_flow", normal_prior(1.0)),
     "deterministic": deterministic,
