@@ -1,0 +1,968 @@
+"""Predictive uncertainty of every guide and baseline on Fashion-MNIST with LeNet-5-Caffe.
+
+The uncertainty experiments of Louizos' thesis (Ch. 4, multiplicative normalizing flows; see
+``reference/methods-from-seeds.md`` section 3) in one code path: each method of :data:`METHODS`
+trains the same LeNet-5-Caffe (He-initialized, seeded per method) on the same training images
+and is scored on the same test and out-of-distribution (OOD) images:
+
+- test error, negative log-likelihood, Brier score, expected calibration error with 15
+  equal-width and 15 equal-mass (adaptive) bins, all of the predictive mean over ``S`` samples;
+- OOD detection (AUROC, AUPR, FPR at 95% TPR, OOD as the positive class) by the predictive
+  entropy and, where ``S > 1``, by the mutual information between label and weights, against
+  Gaussian noise images (the training images' pixel mean and standard deviation), uniform noise
+  images, scikit-learn's handwritten digits upsampled to 28x28 and, in the protocol
+  ``five-classes`` (train on classes 0-4), the test images of the five held-out classes 5-9;
+- the mean AUROC over the OOD sets, and whether the issue's target holds: the flow guide has the
+  best mean AUROC (by entropy, the score every method has) of all methods run, and a test error
+  no worse than the mean-field guide's.
+
+``--random-labels`` reproduces the thesis's Table 5 instead: the training labels are permuted
+at random (the images keep their pixels), and each method reports its accuracy on those
+training labels and on the true test labels.  The claim: the flow guide stays at chance on the
+training data while the deterministic network memorizes it.
+
+Each method's training time is reported beside the deterministic network's, measured in the
+same run (a ratio; these machines are noisy).  One JSON line per (protocol, method) is
+appended to ``benchmarks/results.jsonl`` (``--output``) as soon as the method is scored; a
+``--smoke`` run (a few hundred images, one epoch, ``S = 4``) records nothing unless
+``--output`` is given.
+
+    python benchmarks/uncertainty.py --epochs 10
+    python benchmarks/uncertainty.py --protocol five-classes --epochs 10
+    python benchmarks/uncertainty.py --random-labels --num-train 10000 --epochs 20
+    python benchmarks/uncertainty.py --methods deterministic flow --num-train 5000 --epochs 2
+    python benchmarks/uncertainty.py --smoke
+
+The methods (one function and one entry of :data:`METHODS` each; a function trains on
+``experiment.x_train`` and returns a predictor ``x -> ClassificationPrediction``):
+
+- ``deterministic``: maximum a posteriori with weight decay (Table 3's "L2"), trained with
+  :func:`~pyro_bnn.baselines.train_deterministic`;
+- ``mc-dropout``: dropout of rate 0.5 on the inputs of every weight layer but the first, kept
+  on at test time, with the same weight decay;
+- ``deep-ensemble``: 5 members (the thesis's MNIST ensemble had 10 with adversarial training;
+  :mod:`~pyro_bnn.baselines.deep_ensemble` trains without it);
+- ``last-layer-laplace``: the Kronecker-factored Laplace approximation of the deterministic
+  network's last layer (the same trained network, reused when both run), its prior precision
+  chosen by validation NLL on images held out from the training set (``--num-validation``, by
+  default the last 5,000 training images; with 0, the precision ``N * weight_decay`` of the
+  MAP training);
+- ``mean-field``: Bayes by Backprop (:func:`~pyro_bnn.baselines.bayes_by_backprop`; Table 3's
+  "FFG") under the ``Normal(0, 1)`` prior, sampling pre-activations by local
+  reparameterization (the same ELBO with lower-variance gradients) by default;
+  ``--mean-field-sampling weights`` draws one weight sample per step shared by the batch, the
+  paper's estimator, and ``--mean-field-prior scale_mixture`` takes the paper's prior;
+- ``matrix-normal``: :class:`~pyro_bnn.guides.AutoSiteGuide` with the matrix-normal family on
+  every weight;
+- ``flow``: the same with the multiplicative-normalizing-flow family (flows of length 2 with
+  50 and 100 hidden units, ``log sigma^2`` starting at -9 where the thesis draws it from
+  ``N(-9, 0.001)``, ``q(z_0) = N(1, 0.1)``) and the thesis's cap of 0.5 on the conditional
+  standard deviation (``max_scale``).
+
+The three variational methods share one model: a ``Normal(0, 1)`` prior on every weight
+(Table 3's ``N(0, I)``), biases point estimates, the categorical likelihood scaled to the
+number of training images used; they differ in the guide only.  They train with
+:func:`pyro_bnn.fit` (Adam, full KL weight from the start, one posterior sample per step) and
+predict with :func:`pyro_bnn.predict` (``--num-samples``, 100 as in the thesis).  The weight
+decay of the point estimates is ``1 / N`` by default, which makes their training the MAP
+estimate under that same prior.  Every method trains on the same images (the validation images
+are held out for all of them, though only the Laplace approximation reads them).
+
+Settings from the thesis: LeNet-5-Caffe with ReLUs, Adam with learning rate 1e-3, batches of
+100, He initialization, 100 test samples.  The thesis trains for 100 epochs (its code's
+default); the default here is 5, which a 2-core CPU finishes in hours, not days.  Its
+uncertainty results are figures (entropy CDFs on notMNIST and on five held-out CIFAR-10
+classes), not numbers; :data:`THESIS_TABLE_4` and :data:`THESIS_TABLE_5` are its MNIST test
+errors and random-label accuracies, for orientation only (another data set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import pyro
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyro_bnn import fit, predict
+from pyro_bnn.baselines import (
+    bayes_by_backprop,
+    fit_last_layer_laplace,
+    fit_prior_precision,
+    mc_dropout_network,
+    predict_deterministic,
+    predict_ensemble,
+    predict_last_layer_laplace,
+    predict_mc_dropout,
+    train_deep_ensemble,
+    train_deterministic,
+)
+from pyro_bnn.data import (
+    DEBIAN_FASHION_MNIST,
+    fashion_mnist,
+    fashion_mnist_available,
+    noise_images,
+    split_classes,
+    upsampled_digits,
+)
+from pyro_bnn.guides import AutoSiteGuide
+from pyro_bnn.infer import ClassificationPrediction
+from pyro_bnn.infer.predict import CONV_EXAMPLES_PER_PASS
+from pyro_bnn.metrics import (
+    accuracy,
+    brier_score,
+    detection_report,
+    expected_calibration_error,
+    mutual_information,
+    negative_log_likelihood,
+    predictive_entropy,
+)
+from pyro_bnn.models import (
+    WEIGHT_LAYERS,
+    BayesianNetwork,
+    CategoricalLikelihood,
+    lenet5_caffe,
+    normal_prior,
+)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results.jsonl")
+
+PROTOCOLS = ("ten-classes", "five-classes")
+#: The classes the ``five-classes`` protocol trains on; the other five are out of distribution.
+IN_CLASSES = (0, 1, 2, 3, 4)
+INPUT_SHAPE = (1, 28, 28)
+ECE_BINS = 15
+#: The true positive rate of the FPR column.
+DETECTION_TPR = 0.95
+
+#: Thesis Table 4: test error (%) of LeNet-5-Caffe on MNIST (FFLU, a log-uniform prior, has no
+#: method here).  L2 is the deterministic network, FFG the mean-field guide, MNFG the flow.
+THESIS_TABLE_4 = {"deterministic": 0.6, "mc-dropout": 0.5, "deep-ensemble": 0.7,
+                  "mean-field": 0.9, "flow": 0.7}  # fmt: skip
+#: Thesis Table 5: accuracy (%) on MNIST with random labels, training and test.
+THESIS_TABLE_5 = {"mc-dropout": {"train": 30, "test": 11}, "flow": {"train": 11, "test": 11}}
+
+#: The smallest run that still exercises every code path (``--smoke``).
+SMOKE = {"num_train": 300, "num_validation": 100, "num_test": 200, "num_ood": 200,
+         "epochs": 1, "num_samples": 4}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every method of one run shares."""
+
+    epochs: int = 5
+    batch_size: int = 100  # the thesis's
+    lr: float = 1e-3  # Adam's default, as in the thesis
+    num_samples: int = 100  # posterior samples at test time
+    #: L2 penalty of the point estimates; None: 1 / N_train, the MAP under Normal(0, 1).
+    weight_decay: float | None = None
+    dropout: float = 0.5
+    ensemble_size: int = 5
+    flow_max_scale: float = 0.5  # the thesis's cap on sigma for MNIST
+    mean_field_prior: str = "normal"  # or "scale_mixture", Blundell et al.'s
+    #: "local" (local reparameterization) or "weights" (one weight sample per step).
+    mean_field_sampling: str = "local"
+    seed: int = 0
+
+
+@dataclass
+class Experiment:
+    """The images of one protocol: training, validation (held out from training), test and
+    out-of-distribution sets, each ``(N, 1, 28, 28)`` in ``[0, 1]``; labels ``(N,)``."""
+
+    protocol: str
+    num_classes: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_valid: torch.Tensor
+    y_valid: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    ood: dict[str, torch.Tensor]
+    random_labels: bool = False
+    #: What one method leaves for another in the same run (the deterministic network).
+    cache: dict = field(default_factory=dict)
+
+    def loader(self, settings: Settings) -> DataLoader:
+        dataset = TensorDataset(self.x_train, self.y_train)
+        return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True)
+
+    def weight_decay(self, settings: Settings) -> float:
+        if settings.weight_decay is not None:
+            return settings.weight_decay
+        return 1.0 / len(self.x_train)
+
+
+Predictor = Callable[[torch.Tensor], ClassificationPrediction]
+
+
+@dataclass
+class Trained:
+    """A trained method: its predictor, the training seconds it reused from another method
+    (the Laplace approximation's deterministic network), and what else is worth recording."""
+
+    predict: Predictor
+    reused_seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+
+def lenet(num_classes: int) -> nn.Sequential:
+    """LeNet-5-Caffe with He-initialized weights (``N(0, 2 / fan_in)``, as the thesis) and
+    torch's default biases."""
+    net = lenet5_caffe(num_classes=num_classes)
+    for module in net.modules():
+        if isinstance(module, WEIGHT_LAYERS):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    return net
+
+
+def method_seed(name: str, settings: Settings) -> int:
+    """The seed of one method, fixed whichever other methods run."""
+    return 100 * settings.seed + list(METHODS).index(name)
+
+
+def _prediction_batch(num_samples: int) -> int:
+    # A pass holds S x batch images of a convolutional network.
+    return max(1, CONV_EXAMPLES_PER_PASS // num_samples)
+
+
+# --------------------------------------------------------------------------------- methods
+
+
+def _deterministic_network(
+    experiment: Experiment, settings: Settings
+) -> tuple[nn.Module, float, bool]:
+    """The deterministic network, trained once per experiment: ``(net, training seconds,
+    whether it came from the cache)``."""
+    if "deterministic" in experiment.cache:
+        net, seconds = experiment.cache["deterministic"]
+        return net, seconds, True
+    started = time.perf_counter()
+    pyro.set_rng_seed(method_seed("deterministic", settings))
+    net = lenet(experiment.num_classes)
+    train_deterministic(
+        net,
+        experiment.loader(settings),
+        epochs=settings.epochs,
+        lr=settings.lr,
+        weight_decay=experiment.weight_decay(settings),
+        progress=False,
+    )
+    seconds = time.perf_counter() - started
+    experiment.cache["deterministic"] = (net, seconds)
+    return net, seconds, False
+
+
+def deterministic(experiment: Experiment, settings: Settings) -> Trained:
+    """MAP with weight decay (the thesis's "L2")."""
+    net, _, _ = _deterministic_network(experiment, settings)
+    return Trained(lambda x: predict_deterministic(net, x, per_sample=True))
+
+
+def mc_dropout(experiment: Experiment, settings: Settings) -> Trained:
+    """MC dropout: dropout before every weight layer but the first, on at test time."""
+    pyro.set_rng_seed(method_seed("mc-dropout", settings))
+    net = mc_dropout_network(lenet(experiment.num_classes), settings.dropout)
+    train_deterministic(
+        net,
+        experiment.loader(settings),
+        epochs=settings.epochs,
+        lr=settings.lr,
+        weight_decay=experiment.weight_decay(settings),
+        progress=False,
+    )
+    batch = _prediction_batch(settings.num_samples)
+    return Trained(
+        lambda x: predict_mc_dropout(net, x, settings.num_samples, batch_size=batch),
+        details={"dropout": settings.dropout},
+    )
+
+
+def deep_ensemble(experiment: Experiment, settings: Settings) -> Trained:
+    """A deep ensemble of ``settings.ensemble_size`` members without adversarial training."""
+    members = train_deep_ensemble(
+        lambda: lenet(experiment.num_classes),
+        experiment.loader(settings),
+        settings.ensemble_size,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        weight_decay=experiment.weight_decay(settings),
+        seed=method_seed("deep-ensemble", settings),
+        progress=False,
+    )
+    return Trained(lambda x: predict_ensemble(members, x), details={"size": len(members)})
+
+
+def last_layer_laplace(experiment: Experiment, settings: Settings) -> Trained:
+    """The last-layer KFAC Laplace approximation of the deterministic network, its prior
+    precision chosen on the validation images (``N * weight_decay`` without them)."""
+    net, seconds, reused = _deterministic_network(experiment, settings)
+    pyro.set_rng_seed(method_seed("last-layer-laplace", settings))
+    map_precision = len(experiment.x_train) * experiment.weight_decay(settings)
+    features = DataLoader(TensorDataset(experiment.x_train), batch_size=1000)
+    laplace = fit_last_layer_laplace(net, features, prior_precision=map_precision)
+    if len(experiment.x_valid):
+        fit_prior_precision(
+            laplace,
+            experiment.x_valid,
+            experiment.y_valid,
+            num_samples=settings.num_samples,
+            seed=method_seed("last-layer-laplace", settings),
+        )
+    return Trained(
+        lambda x: predict_last_layer_laplace(laplace, x, settings.num_samples),
+        reused_seconds=seconds if reused else 0.0,
+        details={
+            "prior_precision": laplace.prior_precision,
+            "map_prior_precision": map_precision,
+            "validation_images": len(experiment.x_valid),
+            "reused_deterministic_network": reused,
+        },
+    )
+
+
+def _variational(
+    name: str, model: BayesianNetwork, guide: nn.Module, experiment: Experiment, settings: Settings
+) -> Trained:
+    history = fit(
+        model,
+        guide,
+        experiment.loader(settings),
+        epochs=settings.epochs,
+        lr=settings.lr,
+        seed=method_seed(name, settings),
+        progress=False,
+    )
+    batch = _prediction_batch(settings.num_samples)
+    last = history[-1]
+    return Trained(
+        lambda x: predict(model, guide, x, num_samples=settings.num_samples, batch_size=batch),
+        details={"final_loss": last.loss, "final_data_term": last.data, "final_kl": last.kl},
+    )
+
+
+def _likelihood(experiment: Experiment) -> CategoricalLikelihood:
+    # The KL is weighed against the images actually used.
+    return CategoricalLikelihood(len(experiment.x_train), experiment.num_classes)
+
+
+def mean_field(experiment: Experiment, settings: Settings) -> Trained:
+    """Bayes by Backprop: a fully factorized Gaussian guide on every weight."""
+    pyro.set_rng_seed(method_seed("mean-field", settings))
+    model, guide = bayes_by_backprop(
+        lenet(experiment.num_classes),
+        _likelihood(experiment),
+        prior=settings.mean_field_prior,
+        include_bias=False,
+        local_reparameterization=settings.mean_field_sampling == "local",
+        input_shape=INPUT_SHAPE,
+    )
+    return _variational("mean-field", model, guide, experiment, settings)
+
+
+def _site_guide_model(experiment: Experiment) -> BayesianNetwork:
+    return BayesianNetwork(
+        lenet(experiment.num_classes),
+        _likelihood(experiment),
+        prior=normal_prior(1.0),
+        input_shape=INPUT_SHAPE,
+    )
+
+
+def matrix_normal(experiment: Experiment, settings: Settings) -> Trained:
+    """A matrix-normal guide on every weight (diagonal row and column covariances)."""
+    pyro.set_rng_seed(method_seed("matrix-normal", settings))
+    model = _site_guide_model(experiment)
+    guide = AutoSiteGuide(
+        model, families={"net.*.weight": "matrix_normal"}, pretrained=model.initial_values
+    )
+    return _variational("matrix-normal", model, guide, experiment, settings)
+
+
+def flow(experiment: Experiment, settings: Settings) -> Trained:
+    """Multiplicative normalizing flows on every weight, sigma capped as in the thesis."""
+    pyro.set_rng_seed(method_seed("flow", settings))
+    model = _site_guide_model(experiment)
+    guide = AutoSiteGuide(
+        model,
+        families={"net.*.weight": "multiplicative_flow"},
+        pretrained=model.initial_values,
+        max_scale=settings.flow_max_scale,
+    )
+    trained = _variational("flow", model, guide, experiment, settings)
+    trained.details["max_scale"] = settings.flow_max_scale
+    return trained
+
+
+#: The methods by name, in the order they run (the deterministic network first, so the Laplace
+#: approximation can reuse it and every ratio has its reference).
+METHODS: dict[str, Callable[[Experiment, Settings], Trained]] = {
+    "deterministic": deterministic,
+    "mc-dropout": mc_dropout,
+    "deep-ensemble": deep_ensemble,
+    "last-layer-laplace": last_layer_laplace,
+    "mean-field": mean_field,
+    "matrix-normal": matrix_normal,
+    "flow": flow,
+}
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def prepare_experiment(
+    train: TensorDataset,
+    test: TensorDataset,
+    protocol: str = "ten-classes",
+    *,
+    num_train: int | None = None,
+    num_validation: int = 5000,
+    num_test: int | None = None,
+    num_ood: int | None = None,
+    random_labels: bool = False,
+    seed: int = 0,
+) -> Experiment:
+    """The images of one protocol from Fashion-MNIST's two splits.
+
+    ``five-classes`` keeps the classes :data:`IN_CLASSES` for training, validation and testing
+    and makes the test images of the other classes an OOD set.  The last ``num_validation``
+    training images are held out; ``num_train`` takes the first images of the rest.  OOD sets
+    hold ``num_ood`` images each (by default the noise sets as many as the test set, the
+    digits their 1,797 and the held-out classes all their test images; none with
+    ``random_labels``, which scores accuracy only).  ``random_labels`` permutes the training
+    and the validation labels with a generator seeded by ``seed``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    for name, value in (("num_train", num_train), ("num_test", num_test), ("num_ood", num_ood)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if num_validation < 0:
+        raise ValueError(f"num_validation must be non-negative, got {num_validation}")
+    if protocol == "five-classes":
+        train, _ = split_classes(train, IN_CLASSES)
+        test, held_out = split_classes(test, IN_CLASSES)
+        num_classes = len(IN_CLASSES)
+    else:
+        held_out = None
+        num_classes = int(train.tensors[1].max()) + 1
+    x, y = train.tensors
+    if num_validation >= len(x):
+        raise ValueError(
+            f"num_validation ({num_validation}) leaves no training image of the {len(x)}"
+        )
+    pool = len(x) - num_validation
+    if num_train is not None and num_train > pool:
+        raise ValueError(
+            f"num_train ({num_train}) exceeds the {pool} training images left after holding "
+            f"out {num_validation} for validation"
+        )
+    used = pool if num_train is None else num_train
+    x_train, y_train = x[:used], y[:used]
+    x_valid, y_valid = x[pool:], y[pool:]
+    if random_labels:
+        generator = torch.Generator().manual_seed(seed)
+        y_train = y_train[torch.randperm(len(y_train), generator=generator)]
+        y_valid = y_valid[torch.randperm(len(y_valid), generator=generator)]
+    x_test, y_test = (t[:num_test] for t in test.tensors)
+    ood: dict[str, torch.Tensor] = {}
+    if not random_labels:  # the random-label protocol scores accuracy only
+        num_noise = len(x_test) if num_ood is None else num_ood
+        for kind in ("gaussian", "uniform"):
+            ood[f"{kind}-noise"] = noise_images(
+                num_noise, INPUT_SHAPE, kind=kind, seed=seed, reference=x_train
+            )
+        ood["digits"] = upsampled_digits(INPUT_SHAPE[-1])[:num_ood]
+        if held_out is not None:
+            ood["held-out-classes"] = held_out.tensors[0][:num_ood]
+    return Experiment(
+        protocol=protocol,
+        num_classes=num_classes,
+        x_train=x_train,
+        y_train=y_train,
+        x_valid=x_valid,
+        y_valid=y_valid,
+        x_test=x_test,
+        y_test=y_test,
+        ood=ood,
+        random_labels=random_labels,
+    )
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def predict_sets(
+    predictor: Predictor, inputs: list[torch.Tensor]
+) -> list[ClassificationPrediction]:
+    """One call of ``predictor`` on all ``inputs`` at once (the same posterior samples score
+    every set), split back into one prediction per set."""
+    probs_samples = predictor(torch.cat(inputs)).probs_samples
+    pieces = probs_samples.split([len(x) for x in inputs], dim=1)
+    return [ClassificationPrediction.from_samples(piece) for piece in pieces]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluate(
+    prediction: ClassificationPrediction,
+    labels: torch.Tensor,
+    ood_predictions: dict[str, ClassificationPrediction],
+) -> dict:
+    """Classification and OOD-detection scores of one method.
+
+    :param prediction: the predictive on the in-distribution test images (``S`` samples).
+    :param labels: their labels ``(N,)``.
+    :param ood_predictions: the predictive on each OOD set, with the same ``S``.
+    :returns: ``error``, ``nll``, ``brier``, ``ece``, ``ece_adaptive``, ``num_samples``;
+        ``ood[set][score]`` with ``auroc``, ``aupr`` and ``fpr_at_tpr`` for the scores
+        ``entropy`` and (``S > 1`` only) ``mutual_information``; the mean AUROC over the
+        sets per score (``None`` for the mutual information when ``S = 1``).
+    """
+    probs, samples = prediction.probs, prediction.probs_samples
+    row = {
+        "error": 1.0 - accuracy(probs, labels),
+        "nll": negative_log_likelihood(probs, labels),
+        "brier": brier_score(probs, labels),
+        "ece": expected_calibration_error(probs, labels, ECE_BINS, binning="equal_width"),
+        "ece_adaptive": expected_calibration_error(probs, labels, ECE_BINS, binning="adaptive"),
+        "num_samples": len(samples),
+    }
+    scores_in = {"entropy": predictive_entropy(probs)}
+    if len(samples) > 1:
+        scores_in["mutual_information"] = mutual_information(samples)
+    ood = {}
+    for name, outside in ood_predictions.items():
+        if len(outside.probs_samples) != len(samples):
+            raise ValueError(
+                f"the OOD set {name!r} has {len(outside.probs_samples)} samples, the test set "
+                f"{len(samples)}"
+            )
+        scores_out = {"entropy": predictive_entropy(outside.probs)}
+        if "mutual_information" in scores_in:
+            scores_out["mutual_information"] = mutual_information(outside.probs_samples)
+        ood[name] = {
+            score: detection_report(scores_in[score], scores_out[score], tpr=DETECTION_TPR)
+            for score in scores_in
+        }
+    row["ood"] = ood
+    for score in ("entropy", "mutual_information"):
+        aurocs = [sets[score]["auroc"] for sets in ood.values() if score in sets]
+        row[f"mean_auroc_{score}"] = _mean(aurocs)
+    return row
+
+
+def evaluate_random_labels(
+    train_prediction: ClassificationPrediction,
+    train_labels: torch.Tensor,
+    test_prediction: ClassificationPrediction,
+    test_labels: torch.Tensor,
+) -> dict:
+    """Accuracy on the (permuted) training labels and on the true test labels."""
+    return {
+        "train_accuracy": accuracy(train_prediction.probs, train_labels),
+        "test_accuracy": accuracy(test_prediction.probs, test_labels),
+        "num_samples": len(train_prediction.probs_samples),
+    }
+
+
+def chance_accuracy(labels: torch.Tensor, num_classes: int) -> float:
+    """The accuracy of always predicting the most frequent label."""
+    return torch.bincount(labels, minlength=num_classes).max().item() / len(labels)
+
+
+def uncertainty_verdict(rows: dict[str, dict]) -> tuple[bool | None, str]:
+    """Whether the issue's target holds among the methods in ``rows``: the flow guide has the
+    best mean AUROC by predictive entropy (ties count as best) and a test error no higher than
+    the mean-field guide's.  ``None`` when the run lacks either guide."""
+    if "flow" not in rows or "mean-field" not in rows:
+        return None, "not evaluated: the target needs both the flow and the mean-field guide"
+    flow_row, mean_field_row = rows["flow"], rows["mean-field"]
+    best = max(rows, key=lambda method: rows[method]["mean_auroc_entropy"])
+    best_auroc = rows[best]["mean_auroc_entropy"]
+    auroc_ok = flow_row["mean_auroc_entropy"] >= best_auroc
+    error_ok = flow_row["error"] <= mean_field_row["error"]
+    holds = auroc_ok and error_ok
+    parts = [
+        f"flow mean AUROC (entropy) {flow_row['mean_auroc_entropy']:.4f}, "
+        + ("the best" if auroc_ok else f"below {best}'s {best_auroc:.4f}")
+        + f" of {len(rows)} methods ({', '.join(rows)})",
+        f"flow test error {100 * flow_row['error']:.2f}% "
+        + ("<=" if error_ok else ">")
+        + f" mean-field's {100 * mean_field_row['error']:.2f}%",
+    ]
+    return holds, ("HOLDS: " if holds else "DOES NOT HOLD: ") + "; ".join(parts)
+
+
+def random_label_verdict(
+    rows: dict[str, dict], chance: float, num_train: int
+) -> tuple[bool | None, str]:
+    """Whether the flow guide's training accuracy stays at chance (within three binomial
+    standard errors of the majority-label rate) while the deterministic network's rises above
+    it.  ``None`` when the run lacks either method."""
+    if "flow" not in rows or "deterministic" not in rows:
+        return None, "not evaluated: the claim needs both the flow guide and the deterministic net"
+    margin = 3 * math.sqrt(chance * (1 - chance) / num_train)
+    flow_at_chance = rows["flow"]["train_accuracy"] <= chance + margin
+    memorizes = rows["deterministic"]["train_accuracy"] > chance + margin
+    holds = flow_at_chance and memorizes
+    text = (
+        f"chance {100 * chance:.1f}% (+{100 * margin:.1f} points allowed); flow train accuracy "
+        f"{100 * rows['flow']['train_accuracy']:.1f}% "
+        + ("at chance" if flow_at_chance else "above chance")
+        + f"; deterministic {100 * rows['deterministic']['train_accuracy']:.1f}% "
+        + ("above chance" if memorizes else "at chance")
+    )
+    return holds, ("HOLDS: " if holds else "DOES NOT HOLD: ") + text
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def _number(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
+def _ratio(seconds: float, reference: float | None) -> str:
+    return "-" if not reference else f"{seconds / reference:.2f}x"
+
+
+def uncertainty_table(rows: dict[str, dict], timing: dict[str, dict], epochs: int) -> str:
+    """The main markdown table: calibration, mean detection and training time per method."""
+    sets = list(next(iter(rows.values()))["ood"]) if rows else []
+    reference = timing.get("deterministic", {}).get("train_seconds")
+    header = (
+        ["method", "epochs", "S", "error %", "NLL", "Brier", "ECE %", "ECE adaptive %"]
+        + [f"AUROC {name} (H)" for name in sets]
+        + ["mean AUROC (H)"]
+        + [f"AUROC {name} (MI)" for name in sets]
+        + ["mean AUROC (MI)", "train s/epoch", "train time / deterministic"]
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, row in rows.items():
+        seconds = timing[method]["train_seconds"]
+        cells = [
+            method,
+            str(epochs),
+            str(row["num_samples"]),
+            _number(row["error"], 100, 2),
+            _number(row["nll"]),
+            _number(row["brier"]),
+            _number(row["ece"], 100, 2),
+            _number(row["ece_adaptive"], 100, 2),
+        ]
+        cells += [_number(row["ood"][name]["entropy"]["auroc"]) for name in sets]
+        cells.append(_number(row["mean_auroc_entropy"]))
+        cells += [
+            _number(row["ood"][name].get("mutual_information", {}).get("auroc")) for name in sets
+        ]
+        cells += [
+            _number(row["mean_auroc_mutual_information"]),
+            f"{seconds / epochs:.1f}",
+            _ratio(seconds, reference),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detection_table(rows: dict[str, dict]) -> str:
+    """AUROC, AUPR and FPR at 95% TPR per method and OOD set, by entropy and mutual
+    information."""
+    lines = [
+        "| method | OOD set | AUROC (H) | AUPR (H) | FPR@95 (H) | AUROC (MI) | AUPR (MI) | "
+        "FPR@95 (MI) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        for name, scores in row["ood"].items():
+            cells = [method, name]
+            for score in ("entropy", "mutual_information"):
+                report = scores.get(score, {})
+                cells += [_number(report.get(key)) for key in ("auroc", "aupr", "fpr_at_tpr")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def random_label_table(rows: dict[str, dict], timing: dict[str, dict], epochs: int) -> str:
+    reference = timing.get("deterministic", {}).get("train_seconds")
+    lines = [
+        "| method | epochs | S | train accuracy % | test accuracy % | train s/epoch | "
+        "train time / deterministic |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        seconds = timing[method]["train_seconds"]
+        lines.append(
+            f"| {method} | {epochs} | {row['num_samples']} | "
+            f"{100 * row['train_accuracy']:.1f} | {100 * row['test_accuracy']:.1f} | "
+            f"{seconds / epochs:.1f} | {_ratio(seconds, reference)} |"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- run
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def warm_up(experiment: Experiment, settings: Settings) -> None:
+    """One untimed training step of a throwaway network, so that the first timed method does
+    not pay alone for what the process sets up once (thread pools, kernels, allocator)."""
+    with torch.random.fork_rng(devices=[]):
+        batch = experiment.x_train[: settings.batch_size], experiment.y_train[: settings.batch_size]
+        train_deterministic(lenet(experiment.num_classes), [batch], epochs=1, progress=False)
+
+
+def run_method(name: str, experiment: Experiment, settings: Settings) -> tuple[dict, dict, dict]:
+    """Train and score one method: ``(scores, timing, details)``."""
+    pyro.clear_param_store()
+    started = time.perf_counter()
+    trained = METHODS[name](experiment, settings)
+    train_seconds = time.perf_counter() - started + trained.reused_seconds
+    started = time.perf_counter()
+    if experiment.random_labels:
+        train, test = predict_sets(trained.predict, [experiment.x_train, experiment.x_test])
+        scores = evaluate_random_labels(train, experiment.y_train, test, experiment.y_test)
+    else:
+        inputs = [experiment.x_test, *experiment.ood.values()]
+        test, *outside = predict_sets(trained.predict, inputs)
+        scores = evaluate(test, experiment.y_test, dict(zip(experiment.ood, outside, strict=True)))
+    timing = {"train_seconds": train_seconds, "predict_seconds": time.perf_counter() - started}
+    return scores, timing, trained.details
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--protocol", nargs="+", choices=PROTOCOLS, default=["ten-classes"], dest="protocols"
+    )
+    parser.add_argument(
+        "--random-labels",
+        action="store_true",
+        help="train on permuted labels; report training and test accuracy (thesis Table 5)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help=f"default {defaults.epochs}")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help=f"posterior samples at test time (default {defaults.num_samples})",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="L2 penalty of the point estimates (default 1 / N_train)",
+    )
+    parser.add_argument("--ensemble-size", type=int, default=defaults.ensemble_size)
+    parser.add_argument(
+        "--mean-field-prior", choices=("normal", "scale_mixture"), default=defaults.mean_field_prior
+    )
+    parser.add_argument(
+        "--mean-field-sampling",
+        choices=("local", "weights"),
+        default=defaults.mean_field_sampling,
+        help="local reparameterization, or one weight sample per step (Blundell et al.)",
+    )
+    parser.add_argument("--num-train", type=int, default=None, help="use the first NUM_TRAIN")
+    parser.add_argument(
+        "--num-validation",
+        type=int,
+        default=None,
+        help="training images held out for the Laplace prior precision (default 5000)",
+    )
+    parser.add_argument("--num-test", type=int, default=None, help="use the first NUM_TEST")
+    parser.add_argument("--num-ood", type=int, default=None, help="images per OOD set")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="directory of the Fashion-MNIST IDX files (default: $PYRO_BNN_FASHION_MNIST or the "
+        "Debian package's)",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON lines file to append to (default benchmarks/results.jsonl; none for --smoke)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few hundred images, one epoch, 4 samples: checks that everything runs",
+    )
+    options = parser.parse_args(argv)
+    full = {"num_validation": 5000, "epochs": defaults.epochs, "num_samples": defaults.num_samples}
+    for key, value in SMOKE.items():
+        if getattr(options, key) is None:
+            setattr(options, key, value if options.smoke else full.get(key))
+    for key in ("epochs", "batch_size", "num_samples", "threads", "ensemble_size"):
+        if getattr(options, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be a positive integer")
+    for key in ("num_train", "num_test", "num_ood"):
+        if getattr(options, key) is not None and getattr(options, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be a positive integer")
+    if options.num_validation < 0:
+        parser.error("--num-validation must be non-negative")
+    if not options.lr > 0:
+        parser.error("--lr must be positive")
+    if options.weight_decay is not None and not options.weight_decay >= 0:
+        parser.error("--weight-decay must be non-negative")
+    if not fashion_mnist_available(options.data_root):
+        where = options.data_root or f"$PYRO_BNN_FASHION_MNIST or {DEBIAN_FASHION_MNIST}"
+        parser.error(
+            f"Fashion-MNIST not found in {where}. Install it with `apt-get install "
+            "dataset-fashion-mnist`, or pass --data-root (or set PYRO_BNN_FASHION_MNIST to) a "
+            "directory holding the four IDX files."
+        )
+    options.methods = [name for name in METHODS if name in options.methods]
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_arguments(argv)
+    torch.set_num_threads(options.threads)
+    settings = Settings(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        num_samples=options.num_samples,
+        weight_decay=options.weight_decay,
+        ensemble_size=options.ensemble_size,
+        mean_field_prior=options.mean_field_prior,
+        mean_field_sampling=options.mean_field_sampling,
+        seed=options.seed,
+    )
+    started = time.strftime("%Y-%m-%d %H:%M")
+    commit = _commit()  # the code that runs, not what HEAD is by the end
+    command = "python benchmarks/uncertainty.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{options.threads} thread(s)"
+    )
+    output = options.output
+    if output is None and not options.smoke:
+        output = RESULTS
+    train_split = fashion_mnist(options.data_root, train=True)
+    test_split = fashion_mnist(options.data_root, train=False)
+    for protocol in options.protocols:
+        experiment = prepare_experiment(
+            train_split,
+            test_split,
+            protocol,
+            num_train=options.num_train,
+            num_validation=options.num_validation,
+            num_test=options.num_test,
+            num_ood=options.num_ood,
+            random_labels=options.random_labels,
+            seed=options.seed,
+        )
+        effective = replace(settings, weight_decay=experiment.weight_decay(settings))
+        sizes = {
+            "train": len(experiment.x_train),
+            "validation": len(experiment.x_valid),
+            "test": len(experiment.x_test),
+            **{f"ood_{name}": len(x) for name, x in experiment.ood.items()},
+        }
+        rows, timing = {}, {}
+        warm_up(experiment, settings)
+        for method in options.methods:
+            scores, timing[method], details = run_method(method, experiment, settings)
+            rows[method] = scores
+            reference = timing.get("deterministic")
+            ratios = {
+                f"{key}_ratio_to_deterministic": (
+                    timing[method][key] / reference[key] if reference else None
+                )
+                for key in ("train_seconds", "predict_seconds")
+            }
+            summary = (
+                f"train accuracy {100 * scores['train_accuracy']:.1f}%, test accuracy "
+                f"{100 * scores['test_accuracy']:.1f}%"
+                if experiment.random_labels
+                else f"error {100 * scores['error']:.2f}%, mean AUROC (entropy) "
+                f"{scores['mean_auroc_entropy']:.4f}"
+            )
+            print(
+                f"{protocol} {method}: {summary} ({timing[method]['train_seconds']:.1f} s "
+                f"training, {timing[method]['predict_seconds']:.1f} s prediction)",
+                flush=True,
+            )
+            if output is None:
+                continue
+            record = {
+                "benchmark": "uncertainty",
+                "command": command.strip(),
+                "date": started,
+                "machine": machine,
+                "commit": commit,
+                "data": "fashion-mnist",
+                "arch": "lenet-5-caffe",
+                "protocol": protocol,
+                "random_labels": experiment.random_labels,
+                "method": method,
+                "smoke": options.smoke,
+                "settings": {**asdict(effective), "sizes": sizes, "ece_bins": ECE_BINS},
+                "results": scores,
+                **timing[method],
+                **ratios,
+                "details": details,
+            }
+            with open(output, "a") as file:
+                file.write(json.dumps(record) + "\n")
+        print(
+            f"\nFashion-MNIST, LeNet-5-Caffe, protocol {protocol}"
+            + (", random labels" if experiment.random_labels else "")
+            + f": {effective.epochs} epochs, batch {effective.batch_size}, lr {effective.lr}, "
+            f"weight decay {effective.weight_decay:.3g}, {effective.num_samples} test samples, "
+            f"images {sizes}, started {started}\n"
+        )
+        if experiment.random_labels:
+            print(random_label_table(rows, timing, effective.epochs))
+            chance = chance_accuracy(experiment.y_train, experiment.num_classes)
+            holds, text = random_label_verdict(rows, chance, len(experiment.y_train))
+            print(f"\nThesis Table 5 (MNIST, accuracy %): {THESIS_TABLE_5}")
+            print(f"Claim (flow at chance on random labels, deterministic above): {text}")
+        else:
+            print(uncertainty_table(rows, timing, effective.epochs))
+            print()
+            print(detection_table(rows))
+            holds, text = uncertainty_verdict(rows)
+            print(f"\nThesis Table 4 (MNIST, test error %): {THESIS_TABLE_4}")
+            print(
+                "Target (flow: best mean AUROC of all methods, error no worse than mean-field): "
+                + text
+            )
+        print()
+    if output is None:
+        print("(smoke run: nothing recorded)")
+
+
+if __name__ == "__main__":
+    main()
