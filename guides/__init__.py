@@ -7,6 +7,7 @@ distribution (local reparameterization).  :class:`AutoSiteGuide` chooses a famil
 """
 
 from .auto_site_guide import AutoSiteGuide
+from .auxiliary import AUXILIARY_TERM, auxiliary_log_density
 from .delta_family import DeltaFamily
 from .family import (
     FAMILIES,
@@ -38,6 +39,7 @@ from .spike_and_slab_family import (
 from .truncated_log_normal_family import TruncatedLogNormalFamily
 
 __all__ = [
+    "AUXILIARY_TERM",
     "DEFAULT_INIT_LOG_VARIANCE",
     "FAMILIES",
     "AutoMeanFieldNormal",
@@ -59,6 +61,7 @@ __all__ = [
     "TruncatedLogNormalFamily",
     "PRIORS_WITH_ATOMS",
     "Site",
+    "auxiliary_log_density",
     "default_family_name",
     "register_default_family",
     "local_reparameterization",

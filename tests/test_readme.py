@@ -8,8 +8,14 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def _quick_start_blocks() -> list[str]:
+    """The Python blocks of the README's quick-start section."""
+    section = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
 def test_quick_start_runs_and_separates_the_informative_features():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    blocks = _quick_start_blocks()
     assert len(blocks) == 1
     namespace = {"__name__": "readme"}
     exec(compile(blocks[0], str(README), "exec"), namespace)
@@ -24,7 +30,7 @@ def test_quick_start_runs_and_separates_the_informative_features():
 
 def test_quick_start_cell_run_twice_keeps_training():
     """A re-run notebook cell: the second run continues from Pyro's parameter store."""
-    block = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)[0]
+    block = _quick_start_blocks()[0]
     block = block.replace("range(2000)", "range(300)")
     block = block.replace("    svi.step(x, y)", "    losses.append(svi.step(x, y))")
     block = block.replace("for step in", "losses = []\nfor step in")
