@@ -121,8 +121,10 @@ class GaussianLikelihood(_Likelihood):
       package give it a ``LogNormal``, whose KL against the ``Gamma`` is closed form) and
       :func:`pyro_bnn.predict` reports the noise variance ``1 / tau`` of each posterior
       sample.  ``scale`` is not used.  The default ``Gamma(6, 6)`` (shape, rate; mean 1,
-      standard deviation 0.41) is the thesis's, meant for standardized targets: it says the
-      noise is about as large as the targets' spread, and lets the data move it.
+      standard deviation 0.41) is the thesis's, on targets in their original units.  For
+      targets standardized by ``y_std``, the same prior is ``Gamma(6, 6 / y_std**2)`` (a
+      precision ``tau`` of the original units is ``tau * y_std**2`` of the standardized ones);
+      the UCI benchmark uses that.
 
     Targets have shape ``(batch,)`` when ``out_features == 1``, else ``(batch, out_features)``.
     """
