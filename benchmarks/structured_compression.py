@@ -21,13 +21,15 @@ import contextlib
 import io
 import json
 import os
-import platform
-import subprocess
+import sys
 import time
 
 import torch
 
 from pyro_bnn.cli import main
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
+import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("sparse-vd", "group-nj", "group-horseshoe", "l0", "spike-and-slab", "sbp")
@@ -40,16 +42,6 @@ def _run(arguments: list[str]) -> str:
     if code != 0:
         raise RuntimeError(f"pyro-bnn {' '.join(arguments)} failed:\n{stderr.getvalue()}")
     return stdout.getvalue()
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _option(key: str, value) -> str:
@@ -83,7 +75,7 @@ def main_benchmark() -> None:
               "--threads", str(options.threads), "--quiet", "--overwrite"]  # fmt: skip
     total = options.epochs + options.pretrain_epochs
     started = time.strftime("%Y-%m-%d %H:%M")
-    commit = _commit()  # the code that runs, not what HEAD is by the end
+    commit = provenance.commit()  # the code that runs, not what HEAD is by the end
     rows = {}
     directory = os.path.join(options.output, options.arch)
     baseline = os.path.join(directory, "deterministic")
@@ -151,8 +143,7 @@ def main_benchmark() -> None:
         + " ".join(_option(key, value) for key, value in vars(options).items() if key != "output"),
         "date": started,
         "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{options.threads} thread(s)",
+        "machine": provenance.machine(options.threads),
         "arch": options.arch,
         "data": options.data,
         "epochs": {"pretrain": options.pretrain_epochs, "bayesian": options.epochs},

@@ -37,8 +37,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,6 +68,9 @@ from pyro_bnn.models import (
     gamma_precision_prior,
     normal_prior,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
+import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.jsonl")
@@ -317,16 +318,6 @@ def _format(value: float, error: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f} ± {error:.{digits}f}"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_method(name: str, dataset: str, splits: int, settings: Settings) -> dict:
     """Train and score ``name`` on the first ``splits`` splits of ``dataset``."""
     per_split = {"rmse": [], "ll": [], "seconds": []}
@@ -439,14 +430,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=options.seed,
     )
     started = time.strftime("%Y-%m-%d %H:%M")
-    commit = _commit()  # the code that runs, not what HEAD is by the end
-    command = "python benchmarks/uci_regression.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{options.threads} thread(s)"
-    )
+    commit = provenance.commit()  # the code that runs, not what HEAD is by the end
+    command = provenance.command("uci_regression.py", argv)
+    machine = provenance.machine(options.threads)
     output = options.output
     if output is None and not options.smoke:
         output = RESULTS

@@ -82,8 +82,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -134,6 +132,9 @@ from pyro_bnn.models import (
     lenet5_caffe,
     normal_prior,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
+import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.jsonl")
@@ -717,16 +718,6 @@ def random_label_table(rows: dict[str, dict], timing: dict[str, dict], epochs: i
 # ------------------------------------------------------------------------------------- run
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def warm_up(experiment: Experiment, settings: Settings) -> None:
     """One untimed training step of a throwaway network, so that the first timed method does
     not pay alone for what the process sets up once (thread pools, kernels, allocator)."""
@@ -860,12 +851,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=options.seed,
     )
     started = time.strftime("%Y-%m-%d %H:%M")
-    commit = _commit()  # the code that runs, not what HEAD is by the end
-    command = "python benchmarks/uncertainty.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{options.threads} thread(s)"
-    )
+    commit = provenance.commit()  # the code that runs, not what HEAD is by the end
+    command = provenance.command("uncertainty.py", argv)
+    machine = provenance.machine(options.threads)
     output = options.output
     if output is None and not options.smoke:
         output = RESULTS

@@ -1,0 +1,37 @@
+"""What every benchmark records beside its numbers: the commit, the machine and the command."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def commit() -> str:
+    """The short hash of ``HEAD``: read it when a run starts, the code that runs."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine(threads: int) -> str:
+    """The processor, its cores, torch's version and the threads a run used."""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{threads} thread(s)"
+    )
+
+
+def command(script: str, argv: list[str] | None) -> str:
+    """The command line that ran ``script`` (``argv`` as given to ``main``, or the process's)."""
+    arguments = sys.argv[1:] if argv is None else argv
+    return " ".join([f"python benchmarks/{script}", *arguments])
