@@ -150,6 +150,9 @@ class Settings:
     epochs: int = 1000
     batch_size: int = 32
     lr: float = 1e-3  # Adam's default, as in the thesis
+    #: "constant", or "linear": decayed linearly to zero over the epochs (what lets a larger
+    #: learning rate settle)
+    lr_schedule: str = "constant"
     num_samples: int = 100  # posterior samples at test time
     hidden: int = 50
     #: L2 penalty of the point-estimated networks; None: 1 / N_train, which makes their training
@@ -171,6 +174,16 @@ NOISE_PRECISION_PRIOR = (6.0, 6.0)
 def network(num_features: int, hidden: int) -> nn.Module:
     """One hidden layer of ReLU units and one output."""
     return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+
+def _scheduler(settings: Settings) -> Callable | None:
+    """The learning-rate schedule's factory, ``optimizer -> LRScheduler`` (stepped per epoch)."""
+    if settings.lr_schedule == "constant":
+        return None
+    epochs = settings.epochs
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: 1 - epoch / epochs
+    )
 
 
 def _loader(split: UCISplit, settings: Settings) -> DataLoader:
@@ -206,7 +219,7 @@ def variational(family: str | Callable, prior: Callable, **guide_options) -> Cal
         families = family(split) if callable(family) else {"net.*.weight": family}
         guide = AutoSiteGuide(model, families=families, **guide_options)
         fit(model, guide, _loader(split, settings), epochs=settings.epochs, lr=settings.lr,
-            progress=False)  # fmt: skip
+            scheduler=_scheduler(settings), progress=False)  # fmt: skip
         prediction = predict(model, guide, split.x_test, num_samples=settings.num_samples)
         return prediction.mean_samples, prediction.variance_samples
 
@@ -229,6 +242,7 @@ def _weight_decay(split: UCISplit, settings: Settings) -> float:
 def _train_map(net: nn.Module, split: UCISplit, settings: Settings) -> GaussianNoise:
     noise = GaussianNoise()
     train_deterministic(net, _loader(split, settings), epochs=settings.epochs, lr=settings.lr,
+                        scheduler=_scheduler(settings),
                         weight_decay=_weight_decay(split, settings), task="regression",
                         noise=noise, progress=False)  # fmt: skip
     return noise
@@ -255,6 +269,7 @@ def deep_ensemble(split: UCISplit, settings: Settings) -> PredictiveMoments:
     members = train_deep_ensemble(
         lambda: network(split.num_features, settings.hidden), _loader(split, settings),
         settings.ensemble_size, epochs=settings.epochs, lr=settings.lr,
+        scheduler=_scheduler(settings),
         weight_decay=_weight_decay(split, settings), seed=settings.seed, task="regression",
         progress=False,
     )  # fmt: skip
@@ -382,6 +397,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument(
+        "--lr-schedule", choices=("constant", "linear"), default=defaults.lr_schedule
+    )
+    parser.add_argument(
         "--num-samples",
         type=int,
         default=defaults.num_samples,
@@ -425,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs=options.epochs,
         batch_size=options.batch_size,
         lr=options.lr,
+        lr_schedule=options.lr_schedule,
         num_samples=options.num_samples,
         weight_decay=options.weight_decay,
         seed=options.seed,
@@ -463,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
                 file.write(json.dumps(record) + "\n")
     print(
         f"\nUCI regression, {options.splits} split(s), {settings.epochs} epochs, batch "
-        f"{settings.batch_size}, lr {settings.lr}, {settings.num_samples} test samples, "
+        f"{settings.batch_size}, lr {settings.lr} ({settings.lr_schedule}), "
+        f"{settings.num_samples} test samples, "
         f"started {started}\n"
     )
     print(table(results, options.splits))
