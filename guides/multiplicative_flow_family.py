@@ -21,7 +21,7 @@ from pyro_bnn.ops.local_reparameterization import local_reparameterization_enabl
 from .auxiliary import auxiliary_log_density
 from .family import GuideFamily, Site, register_family
 from .local_reparameterized_normal import LocalReparameterizedNormal
-from .normal_family import DEFAULT_INIT_LOG_VARIANCE, _capped, noise_to_signal
+from .normal_family import DEFAULT_INIT_LOG_VARIANCE, capped_log_variance, noise_to_signal
 
 #: Initial log-variance of q(z_0) (the authors' code: log 0.1).
 DEFAULT_INIT_NOISE_LOG_VARIANCE = math.log(0.1)
@@ -211,7 +211,7 @@ class MultiplicativeFlowFamily(GuideFamily):
         """``q(W | z)`` at ``z = noise``."""
         per_example = noise_distribution if self.per_example and len(site.shape) == 2 else None
         return MultiplicativeNormal(
-            params.loc, _capped(site, params.log_variance), noise, per_example
+            params.loc, capped_log_variance(site, params.log_variance), noise, per_example
         )
 
     def auxiliary_log_density(
@@ -221,7 +221,7 @@ class MultiplicativeFlowFamily(GuideFamily):
         ``c^T W``, which is Gaussian given ``z`` and drawn by local reparameterization."""
         axis = noise_dim(site.shape)
         loc = params.loc.movedim(axis, 0).flatten(1)  # (dim, rest)
-        variance = _capped(site, params.log_variance).exp().movedim(axis, 0).flatten(1)
+        variance = capped_log_variance(site, params.log_variance).exp().movedim(axis, 0).flatten(1)
         c = params.auxiliary_c
         mean = (c * noise) @ loc
         std = (c.square() @ variance).clamp_min(torch.finfo(loc.dtype).tiny).sqrt()

@@ -71,7 +71,7 @@ class NormalFamily(GuideFamily):
         }
 
     def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
-        loc, log_variance = params.loc, _capped(site, params.log_variance)
+        loc, log_variance = params.loc, capped_log_variance(site, params.log_variance)
         if site.per_example:
             return per_example(self._plain(site, loc, log_variance))
         # The scale is an exponential, positive by construction: skip the per-step validation
@@ -97,7 +97,7 @@ class NormalFamily(GuideFamily):
         """``log sigma^2 - log mu^2`` of a real site, clamped as in the sparse-VD KL."""
         if site.transform != identity_transform:
             return None
-        return noise_to_signal(params.loc, _capped(site, params.log_variance))
+        return noise_to_signal(params.loc, capped_log_variance(site, params.log_variance))
 
 
 def noise_to_signal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
@@ -107,8 +107,9 @@ def noise_to_signal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.Tens
     return log_alpha.clamp(*LOG_ALPHA_RANGE)
 
 
-def _capped(site: Site, log_variance: torch.Tensor) -> torch.Tensor:
-    # Louizos et al. clip sigma in multiplicative-flow and Bayesian-compression networks.
+def capped_log_variance(site: Site, log_variance: torch.Tensor) -> torch.Tensor:
+    """``log sigma^2`` clamped at the site's standard-deviation cap (:attr:`Site.max_scale`):
+    Louizos et al. clip sigma in multiplicative-flow and Bayesian-compression networks."""
     if site.max_scale is None:
         return log_variance
     return log_variance.clamp(max=2 * math.log(site.max_scale))
