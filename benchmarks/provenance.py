@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -35,3 +36,13 @@ def command(script: str, argv: list[str] | None) -> str:
     """The command line that ran ``script`` (``argv`` as given to ``main``, or the process's)."""
     arguments = sys.argv[1:] if argv is None else argv
     return " ".join([f"python benchmarks/{script}", *arguments])
+
+
+def run(script: str, argv: list[str] | None, threads: int) -> dict[str, str]:
+    """``{"command", "date", "machine", "commit"}`` of a run starting now, for its records."""
+    return {
+        "command": command(script, argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(threads),
+        "commit": commit(),  # the code that runs, not what HEAD is by the end
+    }

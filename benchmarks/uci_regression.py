@@ -448,10 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         weight_decay=options.weight_decay,
         seed=options.seed,
     )
-    started = time.strftime("%Y-%m-%d %H:%M")
-    commit = provenance.commit()  # the code that runs, not what HEAD is by the end
-    command = provenance.command("uci_regression.py", argv)
-    machine = provenance.machine(options.threads)
+    run = provenance.run("uci_regression.py", argv, options.threads)
+    started = run["date"]
     output = options.output
     if output is None and not options.smoke:
         output = RESULTS
@@ -465,10 +463,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             record = {
                 "benchmark": "uci_regression",
-                "command": command.strip(),
-                "date": started,
-                "machine": machine,
-                "commit": commit,
+                **run,
                 "dataset": dataset,
                 "method": method,
                 "smoke": options.smoke,

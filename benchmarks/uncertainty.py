@@ -242,6 +242,18 @@ def _prediction_batch(num_samples: int) -> int:
 # --------------------------------------------------------------------------------- methods
 
 
+def _train_map(net: nn.Module, experiment: Experiment, settings: Settings) -> None:
+    """Train ``net`` to the MAP: cross-entropy plus the weight decay of the experiment."""
+    train_deterministic(
+        net,
+        experiment.loader(settings),
+        epochs=settings.epochs,
+        lr=settings.lr,
+        weight_decay=experiment.weight_decay(settings),
+        progress=False,
+    )
+
+
 def _deterministic_network(
     experiment: Experiment, settings: Settings
 ) -> tuple[nn.Module, float, bool]:
@@ -253,14 +265,7 @@ def _deterministic_network(
     started = time.perf_counter()
     pyro.set_rng_seed(method_seed("deterministic", settings))
     net = lenet(experiment.num_classes)
-    train_deterministic(
-        net,
-        experiment.loader(settings),
-        epochs=settings.epochs,
-        lr=settings.lr,
-        weight_decay=experiment.weight_decay(settings),
-        progress=False,
-    )
+    _train_map(net, experiment, settings)
     seconds = time.perf_counter() - started
     experiment.cache["deterministic"] = (net, seconds)
     return net, seconds, False
@@ -276,14 +281,7 @@ def mc_dropout(experiment: Experiment, settings: Settings) -> Trained:
     """MC dropout: dropout before every weight layer but the first, on at test time."""
     pyro.set_rng_seed(method_seed("mc-dropout", settings))
     net = mc_dropout_network(lenet(experiment.num_classes), settings.dropout)
-    train_deterministic(
-        net,
-        experiment.loader(settings),
-        epochs=settings.epochs,
-        lr=settings.lr,
-        weight_decay=experiment.weight_decay(settings),
-        progress=False,
-    )
+    _train_map(net, experiment, settings)
     batch = _prediction_batch(settings.num_samples)
     return Trained(
         lambda x: predict_mc_dropout(net, x, settings.num_samples, batch_size=batch),
@@ -850,10 +848,8 @@ def main(argv: list[str] | None = None) -> None:
         mean_field_sampling=options.mean_field_sampling,
         seed=options.seed,
     )
-    started = time.strftime("%Y-%m-%d %H:%M")
-    commit = provenance.commit()  # the code that runs, not what HEAD is by the end
-    command = provenance.command("uncertainty.py", argv)
-    machine = provenance.machine(options.threads)
+    run = provenance.run("uncertainty.py", argv, options.threads)
+    started = run["date"]
     output = options.output
     if output is None and not options.smoke:
         output = RESULTS
@@ -906,10 +902,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             record = {
                 "benchmark": "uncertainty",
-                "command": command.strip(),
-                "date": started,
-                "machine": machine,
-                "commit": commit,
+                **run,
                 "data": "fashion-mnist",
                 "arch": "lenet-5-caffe",
                 "protocol": protocol,
