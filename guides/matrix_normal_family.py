@@ -36,9 +36,9 @@ class MatrixNormalFamily(GuideFamily):
     entry starts with variance ``exp(init_log_variance)``.  The split between the two is not
     identified (``U c``, ``V / c`` is the same distribution), which does not hinder training.
 
-    A standard-deviation cap (:attr:`Site.max_scale`, the guide's ``max_scale``) bounds each of
-    the row and column standard deviations, so every entry's standard deviation stays below
-    its square.
+    A standard-deviation cap (:attr:`Site.max_scale`, the guide's ``max_scale``) bounds the row
+    and the column standard deviations by its square root each, so every entry's standard
+    deviation stays below the cap, whether the cap is above or below 1.
 
     **Pseudo-data** (``pseudo_data=P``, linear layers; thesis Sec. 3.2.5): ``P`` pseudo-inputs
     ``A~`` and pseudo-outputs ``B~`` per layer, which the weights are conditioned on (the
@@ -123,7 +123,7 @@ class MatrixNormalFamily(GuideFamily):
     def _variances(self, site: Site, params: PyroModule) -> tuple[torch.Tensor, torch.Tensor]:
         row, col = params.row_log_variance, params.col_log_variance
         if site.max_scale is not None:
-            cap = 2 * math.log(site.max_scale)
+            cap = math.log(site.max_scale)  # row and column variances at most the cap each
             row, col = row.clamp(max=cap), col.clamp(max=cap)
         return row, col
 

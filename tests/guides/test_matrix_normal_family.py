@@ -108,14 +108,18 @@ def test_parameters_shapes_and_initial_variance():
     assert sum(p.numel() for n, p in params.items() if n.startswith(fc)) == 4 * 48 + 48 + 4
 
 
-def test_standard_deviation_cap_bounds_rows_and_columns():
+@pytest.mark.parametrize("cap", [0.1, 3.0])
+def test_standard_deviation_cap_bounds_every_entry(cap):
     pyro.clear_param_store()
     model = _model()
-    guide = AutoSiteGuide(model, families={"net.*.weight": "matrix_normal"}, max_scale=0.1)
+    guide = AutoSiteGuide(model, families={"net.*.weight": "matrix_normal"}, max_scale=cap)
     guide(torch.randn(2, 1, 6, 6), torch.zeros(2, dtype=torch.long))
     with torch.no_grad():
         guide.params.net.get_submodule("3.weight").row_log_variance_unconstrained.fill_(3.0)
-    assert guide.get_posterior("net.3.weight").variance.max() <= 0.1**4 * (1 + 1e-5)
+        guide.params.net.get_submodule("3.weight").col_log_variance_unconstrained.fill_(3.0)
+    variance = guide.get_posterior("net.3.weight").variance
+    assert variance.max() <= cap**2 * (1 + 1e-5)
+    assert variance.max() >= cap**2 * (1 - 1e-5)  # the cap binds where both sides are large
 
 
 def test_drop_in_training_lowers_the_loss():
