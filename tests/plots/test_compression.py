@@ -1,6 +1,8 @@
-"""The compression figures: one histogram per layer of the pruning statistic, and the pruned
-architecture with the bits per layer."""
+"""The compression figures: per-weight statistics (log alpha, signal-to-noise) and masks, one
+histogram per layer of a structured method's group statistic, and the pruned architecture with
+the bits per layer."""
 
+import math
 import os
 
 import pytest
@@ -11,7 +13,13 @@ from pyro_bnn.compression import compress
 from pyro_bnn.guides import AutoSiteGuide
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
 from pyro_bnn.models.structured import structured_prior
-from pyro_bnn.plots import group_statistics, pruned_architecture
+from pyro_bnn.plots import (
+    group_statistics,
+    log_alpha_histogram,
+    pruned_architecture,
+    signal_to_noise_histogram,
+    weight_masks,
+)
 
 INPUT_SHAPE = (1, 8, 8)
 LAYERS = ("0", "3", "5")
@@ -97,7 +105,13 @@ def test_group_statistics_takes_thresholds_per_layer(compressed):
 
 @pytest.mark.parametrize(
     "thresholds, message",
-    [({"0": -3.0}, "no entry for the layer '3'"), ("-3", "must be a number"), (True, "number")],
+    [
+        ({"0": -3.0}, "no entry for the layer '3'"),
+        ("-3", "must be a number"),
+        (True, "number"),
+        (float("nan"), "thresholds must be finite"),
+        ({"0": 1.0, "3": "x", "5": 1.0}, r"thresholds\['3'\] must be a number"),
+    ],
 )
 def test_group_statistics_refuses_bad_thresholds(compressed, tmp_path, thresholds, message):
     path = tmp_path / "group_statistics.png"
@@ -140,3 +154,111 @@ def test_a_failed_save_leaves_no_file(compressed, tmp_path):
         pruned_architecture(compressed, tmp_path / "figure.unknown-format")
     assert not os.listdir(tmp_path)
     assert not path.exists()
+
+
+# ------------------------------------------------------------------ per-weight statistics
+
+LOG_ALPHA = {
+    "fc1": torch.tensor([[-5.0, -4.0, 2.0], [3.0, 4.0, 6.0]]),  # 2 of 6 below 1
+    "fc2": torch.tensor([-2.0, 5.0, float("inf"), 0.5]),  # 2 of 4 below 1, one infinite
+}
+
+
+def vertical_lines(axis) -> list[float]:
+    return [line.get_xdata()[0] for line in axis.get_lines()]
+
+
+def test_log_alpha_histogram_titles_the_share_kept():
+    fig = log_alpha_histogram(LOG_ALPHA, 1.0)
+    first, second = fig.axes
+    assert first.get_title() == "fc1\n33.3% kept"
+    assert second.get_title() == "fc2\n50.0% kept (1 infinite, not drawn)"
+    assert vertical_lines(first) == vertical_lines(second) == [1.0]
+    # Every finite value is in a bin.
+    assert sum(patch.get_height() for patch in first.patches) == 6
+    assert sum(patch.get_height() for patch in second.patches) == 3
+    assert first.get_legend().get_texts()[0].get_text() == "threshold 1"
+
+
+def test_log_alpha_histogram_without_threshold_draws_no_line():
+    fig = log_alpha_histogram({"fc": torch.randn(5)}, None)
+    assert fig.axes[0].get_lines() == [] and fig.axes[0].get_legend() is None
+    assert fig.axes[0].get_title() == "fc"
+
+
+def test_signal_to_noise_histogram_in_decibels():
+    snr = {"fc": torch.tensor([0.0, 0.1, 1.0, 10.0, 100.0])}
+    (axis,) = signal_to_noise_histogram(snr, 2.0).axes
+    assert vertical_lines(axis) == [pytest.approx(10 * math.log10(2.0))]
+    assert axis.get_title() == "fc\n40.0% kept (1 infinite, not drawn)"  # 10 and 100
+    low, high = axis.patches[0].get_x(), axis.patches[-1].get_x() + axis.patches[-1].get_width()
+    assert (low, high) == (pytest.approx(-10.0), pytest.approx(20.0))
+    assert axis.get_legend().get_texts()[0].get_text() == "threshold 2 (3.01 dB)"
+
+
+def test_signal_to_noise_histogram_in_its_own_units():
+    (axis,) = signal_to_noise_histogram(
+        {"fc": torch.tensor([0.0, 0.5, 3.0])}, 1.0, decibels=False
+    ).axes
+    assert vertical_lines(axis) == [1.0]
+    assert axis.get_title() == "fc\n33.3% kept"
+
+
+@pytest.mark.parametrize(
+    "plot", [log_alpha_histogram, signal_to_noise_histogram], ids=["log_alpha", "snr"]
+)
+@pytest.mark.parametrize(
+    "values, threshold, message",
+    [
+        ({}, 1.0, "is an empty mapping"),
+        (torch.ones(3), 1.0, "must be a mapping of layer names to tensors, got Tensor"),
+        (
+            {"fc": torch.tensor([1.0, float("nan")])},
+            1.0,
+            r"\['fc'\] contains NaN \(first at index 1\)",
+        ),
+        ({"fc": torch.ones(0, 3)}, 1.0, r"\['fc'\] is empty \(shape \(0, 3\)\)"),
+        ({"fc": ["a"]}, 1.0, r"\['fc'\] must be a tensor or an array of numbers"),
+        ({"fc": torch.ones(3)}, "1", "threshold must be a number"),
+        ({"fc": torch.ones(3)}, float("inf"), "threshold must be finite"),
+    ],
+)
+def test_per_weight_histograms_refuse_bad_inputs(plot, values, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        plot(values, threshold)
+
+
+@pytest.mark.parametrize(
+    "snr, threshold, message",
+    [
+        ({"fc": torch.tensor([1.0, -0.5])}, 1.0, r"snr\['fc'\] must be non-negative .* -0.5"),
+        ({"fc": torch.ones(3)}, 0.0, "threshold must be positive to be drawn in decibels"),
+    ],
+)
+def test_signal_to_noise_histogram_refuses_bad_inputs(snr, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        signal_to_noise_histogram(snr, threshold)
+
+
+def test_weight_masks_draws_each_mask_outputs_by_inputs():
+    conv = torch.rand(4, 2, 3, 3) > 0.5
+    masks = {"conv": conv, "fc": torch.tensor([[1, 0, 1], [0, 0, 0]])}
+    fig = weight_masks(masks)
+    first, second = fig.axes
+    assert (first.get_images()[0].get_array() == conv.reshape(4, 18).numpy()).all()
+    assert first.get_title() == f"conv\n{100 * conv.float().mean().item():.1f}% kept"
+    assert second.get_title() == "fc\n33.3% kept"
+
+
+@pytest.mark.parametrize(
+    "masks, message",
+    [
+        ({}, "masks is an empty mapping"),
+        ({"fc": torch.tensor([[0.0, 0.5]])}, r"masks\['fc'\] must hold booleans \(or 0 and 1\)"),
+        ({"fc": torch.tensor(True)}, r"masks\['fc'\] must have the weight's shape"),
+        ({"fc": torch.zeros(0, 2)}, r"masks\['fc'\] is empty"),
+    ],
+)
+def test_weight_masks_refuses_bad_masks(masks, message):
+    with pytest.raises(ValueError, match=message):
+        weight_masks(masks)
