@@ -48,6 +48,16 @@ maximum compression = K-means weight sharing), the test error before and after, 
 of the exported network over the original on this CPU (measured side by side).  It writes
 ``compression.json`` and ``compressed.pt2``, the exported network as a ``torch.export`` program,
 which ``torch.export.load("compressed.pt2").module()`` runs without Pyro or pyro-bnn.
+
+``pyro-bnn diagnose RUN_DIR`` checks a trained Bayesian run's posterior with ArviZ (the
+``diagnostics`` extra): it draws ``--num-samples`` networks from the guide and writes their
+DataTree on the first ``--num-observations`` training examples (``posterior.nc``, or
+``posterior.zarr`` with ``--format zarr``; weights larger than ``--max-entries`` thinned),
+ArviZ's ``summary.csv``, and ``diagnostics.json`` with the Pareto k-hat of the guide's
+importance ratios (below ``min(1 - 1/log10(S), 0.7)``: the guide covers the posterior), PSIS-LOO
+corrected for the variational proposal, the test error, NLL and ECE, and the AUROC of the
+predictive entropy between test images and noise images with the training pixels' statistics.
+Figures: ``reliability_diagram.png``, ``entropy_in_vs_out.png``, ``log_alpha_histogram.png``.
 """
 
 from __future__ import annotations
@@ -64,6 +74,8 @@ import warnings
 from collections.abc import Sequence
 
 import torch
+
+from pyro_bnn.util import atomic_write_json
 
 #: The structured methods of Louizos' thesis and seed 004 (:mod:`pyro_bnn.models.structured`).
 STRUCTURED_METHODS = ("group-nj", "group-horseshoe", "l0", "spike-and-slab", "sbp")
@@ -90,9 +102,15 @@ RUN_OUTPUTS = (
     "log_alpha_histogram.png",
     "weight_mask.png",
     "group_statistics.png",
-    # pyro-bnn compress's outputs describe the run they were made from.
+    # pyro-bnn compress's and diagnose's outputs describe the run they were made from.
     "compression.json",
     "compressed.pt2",
+    "posterior.nc",
+    "summary.csv",
+    "diagnostics.json",
+    "reliability_diagram.png",
+    "entropy_in_vs_out.png",
+    "arviz_posterior.png",
 )
 #: The format of the deterministic baseline's checkpoint.
 NETWORK_FORMAT = "pyro-bnn-network/1"
@@ -117,6 +135,7 @@ EXIT_INTERRUPTED = 130
 
 _DOC_TRAIN, _DOC_EVALUATE = __doc__.split("\n\n", 1)[1].split("\n\n``pyro-bnn evaluate``")
 _DOC_EVALUATE, _DOC_COMPRESS = _DOC_EVALUATE.split("\n\n``pyro-bnn compress RUN_DIR``")
+_DOC_COMPRESS, _DOC_DIAGNOSE = _DOC_COMPRESS.split("\n\n``pyro-bnn diagnose RUN_DIR``")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +245,32 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--speed-repeats", type=int, default=20, help="timed forward passes of each network"
     )
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="check a trained run's posterior with ArviZ: DataTree, k-hat, LOO, figures",
+        description="``pyro-bnn diagnose RUN_DIR``" + _DOC_DIAGNOSE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diagnose.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
+    _add_saved_run_options(diagnose)
+    diagnose.add_argument("--num-samples", type=int, default=200, help="posterior draws")
+    diagnose.add_argument(
+        "--num-observations",
+        type=int,
+        default=2000,
+        help="training examples in the DataTree and the importance ratios (0: all)",
+    )
+    diagnose.add_argument(
+        "--num-out-of-distribution", type=int, default=2000, help="noise images for the AUROC"
+    )
+    diagnose.add_argument(
+        "--max-entries",
+        type=int,
+        default=10_000,
+        help="thin weights with more entries per draw in the DataTree",
+    )
+    diagnose.add_argument("--format", choices=("netcdf", "zarr"), default="netcdf")
     return parser
 
 
@@ -256,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_summary(train(args))
         elif args.command == "evaluate":
             _print_summary(evaluate(args))
+        elif args.command == "diagnose":
+            _print_diagnostics(diagnose(args))
         else:
             _print_compression(compress(args))
     except TrainingInterrupted as stop:
@@ -270,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     # OSError covers an --output that is a file or cannot be written; FloatingPointError a
     # training run that diverged (fit's NonFiniteLossError, the baseline's NaN guard).
-    except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
+    # ImportError: the diagnostics extra is missing (the message says how to install it).
+    except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as error:
         print(f"pyro-bnn: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
@@ -581,16 +629,6 @@ def _test_metrics(probs: torch.Tensor, y_test: torch.Tensor) -> dict:
     }
 
 
-def _write_json(path: str, value: dict) -> None:
-    """Write ``value`` to ``path`` through a temporary file and ``os.replace``: readers see the
-    old file or the complete new one."""
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.tmp")
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=2)
-    os.replace(temporary, path)
-
-
 def _fit_reporting_collapse(*args, **kwargs):
     """``pyro_bnn.infer.fit``, with a posterior-collapse warning printed as one line of the
     command's stderr instead of Python's two-line warning format."""
@@ -758,7 +796,7 @@ def train(args) -> dict:
         _plot_statistics(statistics, result["pruned"]["threshold"], args.output)
     result["test"] = _test_metrics(probs, y_test)
     plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
-    _write_json(os.path.join(args.output, "metrics.json"), result)
+    atomic_write_json(os.path.join(args.output, "metrics.json"), result)
     result["output"] = args.output
     result["wrote"] = f"{args.output}/metrics.json, {CHECKPOINT} and plots"
     return result
@@ -811,7 +849,7 @@ def evaluate(args) -> dict:
             result["interrupted"] = state["extra"]["interrupted"]
         result.update(evaluation)
     result["test"] = _test_metrics(probs, y_test)
-    _write_json(os.path.join(args.output, "evaluation.json"), result)
+    atomic_write_json(os.path.join(args.output, "evaluation.json"), result)
     result["output"] = args.output
     result["wrote"] = f"{args.output}/evaluation.json"
     return result
@@ -904,8 +942,82 @@ def compress(args) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    _write_json(os.path.join(args.run, "compression.json"), result)
+    atomic_write_json(os.path.join(args.run, "compression.json"), result)
     return result
+
+
+def diagnose(args) -> dict:
+    """Run ``pyro-bnn diagnose`` with parsed arguments; returns what it wrote to
+    ``diagnostics.json``."""
+    import pyro
+
+    from pyro_bnn.data import noise_images
+    from pyro_bnn.diagnostics.report import write_diagnostics
+
+    for name in ("num_samples", "max_entries", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("num_observations", "num_out_of_distribution"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 0")
+    payload, run = _read_run(args.run)
+    if payload["format"] == NETWORK_FORMAT:
+        raise ValueError(
+            f"{args.run} holds a deterministic network, which has no posterior to diagnose; "
+            "diagnose a Bayesian run"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = _load_data(run["data"], args.data_root)
+    x_train, y_train = splits.train.tensors
+    if args.num_observations:
+        x_train, y_train = x_train[: args.num_observations], y_train[: args.num_observations]
+    net = _network(run["arch"], splits.input_shape, splits.num_classes)
+    threshold = run.get("threshold") if args.threshold is None else args.threshold
+    outside = None
+    if args.num_out_of_distribution:
+        outside = noise_images(
+            args.num_out_of_distribution, splits.input_shape, reference=splits.train.tensors[0]
+        )
+    with pyro.get_param_store().scope():
+        model, guide, state = _load_bayesian(os.path.join(args.run, CHECKPOINT), run, splits, net)
+        extra = {
+            "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
+            "run_command": run.get("command"),
+            "method": run["method"],
+            "arch": run["arch"],
+            "data": splits.name,
+            "epochs": state["epoch"],
+        }
+        return write_diagnostics(
+            args.run, model, guide, (x_train, y_train), splits.test.tensors, outside,
+            num_samples=args.num_samples, max_entries=args.max_entries, format=args.format,
+            log_alpha_threshold=3.0 if threshold is None else threshold,
+            batch_size=_prediction_batch(net, args.num_samples), extra=extra,
+        )  # fmt: skip
+
+
+def _print_diagnostics(result: dict) -> None:
+    verdict = "covers" if result["guide_reliable"] else "does NOT cover"
+    loo = result["loo"]
+    lines = [
+        f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs; "
+        f"{result['num_samples']} draws on {result['num_observations']} training examples",
+        f"Pareto k-hat of the importance ratios {result['pareto_khat']:.2f} (threshold "
+        f"{result['khat_threshold']:.2f}): the guide {verdict} the posterior",
+        f"PSIS-LOO elpd {loo['elpd']:.1f} (se {loo['se']:.1f}), "
+        f"{100 * loo['share_above_good_k']:.1f}% of observations with k > {loo['good_k']:.2f}",
+        f"test error {100 * result['test']['error']:.2f}%  NLL {result['test']['nll']:.4f}  "
+        f"ECE {result['test']['ece']:.4f}",
+    ]
+    if "out_of_distribution" in result:
+        lines.append(
+            "entropy AUROC against noise images "
+            f"{result['out_of_distribution']['entropy_auroc']:.3f}"
+        )
+    lines.append(f"wrote {', '.join(result['files'])}")
+    print("\n".join(lines))
 
 
 def _run_error(directory: str) -> float | None:

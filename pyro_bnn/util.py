@@ -1,8 +1,11 @@
-"""Small tensor helpers shared across the package."""
+"""Small helpers shared across the package: tensor checks and atomic file writes."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 
 import torch
 
@@ -21,3 +24,22 @@ def all_finite(value: torch.Tensor) -> bool:
         return all_finite(torch.view_as_real(value))
     low, high = torch.aminmax(value)
     return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and
+    ``os.replace``: readers see the old file or the complete new one, never a partial one."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def atomic_write_json(path: str | os.PathLike, value) -> None:
+    """:func:`atomic_write_text` of ``value`` as indented JSON."""
+    atomic_write_text(path, json.dumps(value, indent=2))

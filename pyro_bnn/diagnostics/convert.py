@@ -27,6 +27,7 @@ space: their mean is still ``p(y)``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -127,7 +128,7 @@ class _Collector:
 
     def add(self, model_trace) -> None:
         """Record one draw: the model traced with the draw's latent values and the data."""
-        model_trace.compute_log_prob()
+        compute_log_prob(model_trace)
         nodes = model_trace.nodes
         for name in self.names:
             self.posterior[name].append(self._squeeze(name, materialize(nodes[name]["value"])))
@@ -137,6 +138,27 @@ class _Collector:
             self.predictive[name].append(self._squeeze(name, node["fn"].sample()))
             log_likelihood = node["unscaled_log_prob"].expand(node["fn"].batch_shape)
             self.log_likelihood[name].append(self._squeeze(name, log_likelihood))
+
+
+def compute_log_prob(trace) -> None:
+    """``trace.compute_log_prob()`` without Pyro's warning for an infinite value: an improper
+    prior's pole (``w = 0`` under the log-uniform prior, which float32 draws now and then) is a
+    fact of the draw, reported once per conversion by :func:`_warn_if_infinite`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]inf)")
+        trace.compute_log_prob()
+
+
+def _warn_if_infinite(name: str, values: np.ndarray) -> None:
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        warnings.warn(
+            f"{bad} of {values.size} draws have an infinite or undefined {name} (a value at a "
+            "pole of a density, such as a weight of exactly 0 under the log-uniform prior); "
+            "their importance ratios are infinite, and pareto_khat reports inf",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _stack(values: list[torch.Tensor], num_chains: int) -> np.ndarray:
@@ -264,13 +286,16 @@ def from_svi(
             if collector is None:
                 collector = _Collector(model, var_names, model_trace)
             collector.add(model_trace)
-            guide_trace.compute_log_prob()
+            compute_log_prob(guide_trace)
             log_q.append(sum(
                 node["log_prob"].sum() for node in guide_trace.nodes.values()
                 if node["type"] == "sample"
             ))  # fmt: skip
     attrs = _attrs("svi", guide=type(guide).__name__)
-    return _datatree(collector, 1, {"log_q": _stack(log_q, 1)}, attrs, max_entries, large)
+    stats = {"log_q": _stack(log_q, 1)}
+    _warn_if_infinite("log joint", _stack(collector.lp, 1))
+    _warn_if_infinite("guide log density", stats["log_q"])
+    return _datatree(collector, 1, stats, attrs, max_entries, large)
 
 
 def _mcmc_samples(mcmc) -> dict[str, torch.Tensor]:

@@ -55,9 +55,14 @@ def pareto_khat(datatree) -> float:
         log joint the guide approximates).
     :returns: ``k-hat``; compare it with :func:`khat_threshold` of the number of draws.
         Constant ratios (the guide is the posterior, up to rounding) have no tail to fit and
-        give ``-inf``.
+        give ``-inf``; an infinite ratio (a draw at a pole of the prior's density) gives
+        ``inf``.
     """
     log_ratios = log_importance_ratios(datatree)
+    if np.isnan(log_ratios.values).any():
+        raise ValueError("the importance ratios are undefined (NaN) for some draws")
+    if np.isposinf(log_ratios.values).any():
+        return float("inf")
     if float(log_ratios.max() - log_ratios.min()) < 1e-9 * (1 + float(abs(log_ratios).max())):
         return float("-inf")
     arviz_stats()  # registers the ``azstats`` accessor

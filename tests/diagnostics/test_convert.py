@@ -12,7 +12,7 @@ from pyro import poutine
 from pyro.infer import MCMC, NUTS
 from torch import nn
 
-from pyro_bnn.diagnostics import arviz_compat, from_mcmc, from_svi, rhat, summary
+from pyro_bnn.diagnostics import arviz_compat, from_mcmc, from_svi, pareto_khat, rhat, summary
 from pyro_bnn.guides import AutoSiteGuide
 from pyro_bnn.models import (
     BayesianNetwork,
@@ -226,3 +226,16 @@ def test_every_weight_guide_converts(family):
     # The flow's auxiliary noise is the guide's, not the model's: not in the posterior.
     assert list(datatree["posterior"].data_vars) == ["net.0.weight", "net.2.weight"]
     assert np.isfinite(datatree["sample_stats"]["log_q"].values).all()
+
+
+def test_a_draw_at_the_pole_of_an_improper_prior_is_reported():
+    x, y = torch.randn(20, 3), torch.randn(20)
+    model = BayesianNetwork(nn.Linear(3, 1), GaussianLikelihood(20))  # log-uniform prior
+    # A point mass at 0: the log-uniform density -log|w| is +inf there.
+    guide = AutoSiteGuide(
+        model, families={"net.weight": "delta"}, pretrained={"net.weight": torch.zeros(1, 3)}
+    )
+    guide(x, y)
+    with pytest.warns(UserWarning, match="20 of 20 draws have an infinite or undefined log joint"):
+        datatree = from_svi(model, guide, x, y, num_samples=20)
+    assert pareto_khat(datatree) == float("inf")

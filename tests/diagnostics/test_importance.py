@@ -135,3 +135,12 @@ def test_interval_coverage_on_hand_computed_quantiles():
         interval_coverage(datatree, probs=(90,))
     with pytest.raises(ValueError, match="no observed variable 'obs'"):
         interval_coverage(datatree, var_name="obs")
+
+
+def test_khat_of_an_infinite_ratio_is_infinite_and_nan_is_refused():
+    ratios = np.random.default_rng(0).standard_normal(100)
+    ratios[3] = np.inf
+    assert pareto_khat(_ratios_datatree(ratios)) == math.inf
+    ratios[3] = np.nan
+    with pytest.raises(ValueError, match="undefined"):
+        pareto_khat(_ratios_datatree(ratios))
