@@ -24,6 +24,9 @@ import numpy as np
 
 from .arviz_compat import arviz_stats
 
+#: The fewest draws whose largest ``min(S/5, 3 sqrt(S))`` make the five a tail fit needs.
+MIN_DRAWS = 25
+
 #: The largest k-hat ArviZ and the PSIS paper still call reliable, whatever the sample size.
 KHAT_THRESHOLD = 0.7
 
@@ -59,6 +62,11 @@ def pareto_khat(datatree) -> float:
         ``inf``.
     """
     log_ratios = log_importance_ratios(datatree)
+    if log_ratios.size < MIN_DRAWS:
+        raise ValueError(
+            f"pareto_khat needs at least {MIN_DRAWS} draws, got {log_ratios.size}: the tail fit "
+            "uses the largest min(S/5, 3 sqrt(S)) ratios and needs five of them"
+        )
     if np.isnan(log_ratios.values).any():
         raise ValueError("the importance ratios are undefined (NaN) for some draws")
     if np.isposinf(log_ratios.values).any():

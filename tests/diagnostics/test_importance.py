@@ -116,6 +116,8 @@ def test_importance_diagnostics_need_a_guide_datatree():
     datatree = arviz_base().from_dict({"posterior": {"w": np.zeros((1, 10))}})
     with pytest.raises(ValueError, match="from_svi"):
         pareto_khat(datatree)
+    with pytest.raises(ValueError, match="at least 25 draws, got 24"):
+        pareto_khat(_ratios_datatree(np.arange(24.0)))
 
 
 def test_interval_coverage_on_hand_computed_quantiles():
