@@ -42,3 +42,14 @@ def test_quick_start_cell_run_twice_keeps_training():
     first, second = runs
     assert first[-1] < first[0] / 5
     assert second[0] < first[0] / 5 and second[-1] <= second[0]
+
+
+def test_diagnostics_example_runs_and_the_guide_passes_its_check():
+    section = README.read_text().split("## Posterior diagnostics with ArviZ", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1
+    namespace = {"__name__": "readme"}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    assert namespace["khat"] < 0.5
+    assert namespace["datatree"]["log_likelihood"]["obs"].shape == (1, 1000, 200)

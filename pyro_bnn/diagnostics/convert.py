@@ -35,7 +35,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyro_bnn.guides import local_reparameterization
 from pyro_bnn.infer.fit import check_batch
