@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     nuts = evaluate(lambda x, y: from_mcmc(mcmc, x, y), y_mean, y_std, inside, outside)
     grid = torch.linspace(-6, 6, 49).unsqueeze(-1)
     grid_tree = from_mcmc(mcmc, grid, torch.zeros(len(grid)))
-    nuts["max_rhat_predictive"] = float(
-        rhat(grid_tree, group="posterior_predictive")["obs"].max()
-    )
+    nuts["max_rhat_predictive"] = float(rhat(grid_tree, group="posterior_predictive")["obs"].max())
     nuts["divergences"] = int(from_mcmc(mcmc, *train)["sample_stats"]["diverging"].sum())
     nuts["seconds"] = seconds
     rows["NUTS"] = nuts
@@ -189,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(
         f"NUTS: {args.chains} chains x {args.nuts_samples} draws after {args.nuts_warmup} "
-        f"warm-up, largest R-hat of the predictive on a grid {rows['NUTS']['max_rhat_predictive']:.3f}, "
+        "warm-up, largest R-hat of the predictive on a grid "
+        f"{rows['NUTS']['max_rhat_predictive']:.3f}, "
         f"{rows['NUTS']['divergences']} divergences; k-hat threshold "
         f"{khat_threshold(args.num_samples):.2f} for {args.num_samples} draws"
     )

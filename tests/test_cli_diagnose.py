@@ -22,7 +22,9 @@ def test_diagnose_writes_the_datatree_summary_and_figures(sparse_vd_run):
     code, out, err = run(arguments)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "sparse-vd lenet-300-100 on digits, 2 epochs; 30 draws on 100 training examples"
+    assert lines[0] == (
+        "sparse-vd lenet-300-100 on digits, 2 epochs; 30 draws on 100 training examples"
+    )
     assert lines[1].startswith("Pareto k-hat of the importance ratios")
     report = json.loads((sparse_vd_run / "diagnostics.json").read_text())
     assert report["command"] == "pyro-bnn " + " ".join(arguments)
