@@ -140,7 +140,8 @@ _DOC_COMPRESS, _DOC_DIAGNOSE = _DOC_COMPRESS.split("\n\n``pyro-bnn diagnose RUN_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pyro-bnn", description="Bayesian deep learning on Pyro: train and compress networks."
+        prog="pyro-bnn",
+        description="Bayesian deep learning on Pyro: train, compress and diagnose networks.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
@@ -231,14 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_saved_run_options(evaluate)
 
-    compress = commands.add_parser(
+    compress = _run_directory_command(
+        commands,
         "compress",
-        help="prune a trained run, choose bit widths and export the smaller network",
-        description="``pyro-bnn compress RUN_DIR``" + _DOC_COMPRESS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "prune a trained run, choose bit widths and export the smaller network",
+        _DOC_COMPRESS,
     )
-    compress.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
-    _add_saved_run_options(compress)
     compress.add_argument(
         "--speed-batch", type=int, default=1024, help="batch size of the speed comparison"
     )
@@ -246,14 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed-repeats", type=int, default=20, help="timed forward passes of each network"
     )
 
-    diagnose = commands.add_parser(
+    diagnose = _run_directory_command(
+        commands,
         "diagnose",
-        help="check a trained run's posterior with ArviZ: DataTree, k-hat, LOO, figures",
-        description="``pyro-bnn diagnose RUN_DIR``" + _DOC_DIAGNOSE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "check a trained run's posterior with ArviZ: DataTree, k-hat, LOO, figures",
+        _DOC_DIAGNOSE,
     )
-    diagnose.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
-    _add_saved_run_options(diagnose)
     diagnose.add_argument("--num-samples", type=int, default=200, help="posterior draws")
     diagnose.add_argument(
         "--num-observations",
@@ -271,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="thin weights with more entries per draw in the DataTree",
     )
     diagnose.add_argument("--format", choices=("netcdf", "zarr"), default="netcdf")
+    return parser
+
+
+def _run_directory_command(commands, name: str, summary: str, doc: str):
+    """A subcommand ``pyro-bnn NAME RUN_DIR`` with the options of the commands on a saved run."""
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=f"``pyro-bnn {name} RUN_DIR``" + doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
+    _add_saved_run_options(parser)
     return parser
 
 
@@ -807,28 +817,10 @@ def evaluate(args) -> dict:
     ``evaluation.json``."""
     from pyro_bnn.baselines import predict_deterministic
 
-    for name in ("num_samples", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise ValueError(f"--threshold must be finite, got {args.threshold}")
-    payload, run = _read_run(args.output)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    splits = _load_data(run["data"], args.data_root)
+    payload, run, splits, net, threshold = _open_saved_run(args, args.output, ["num_samples"])
     x_test, y_test = splits.test.tensors
-    net = _network(run["arch"], splits.input_shape, splits.num_classes)
     path = os.path.join(args.output, CHECKPOINT)
-    result: dict = {
-        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
-        "checkpoint": path,
-        "run_command": run.get("command"),
-        "method": run["method"],
-        "arch": run["arch"],
-        "data": splits.name,
-        "num_test": len(x_test),
-    }
+    result: dict = {**_describe(args, run, splits), "checkpoint": path, "num_test": len(x_test)}
     if payload["format"] == NETWORK_FORMAT:
         net.load_state_dict(payload["network"])
         result["epochs"] = len(payload.get("history", [])) or run.get("epochs")
@@ -837,7 +829,6 @@ def evaluate(args) -> dict:
         import pyro
 
         num_samples = args.num_samples or run.get("num_samples", 100)
-        threshold = run.get("threshold") if args.threshold is None else args.threshold
         with pyro.get_param_store().scope():
             model, guide, state = _load_bayesian(path, run, splits, net)
             probs, evaluation, _ = _evaluate_bayesian(
@@ -853,6 +844,47 @@ def evaluate(args) -> dict:
     result["output"] = args.output
     result["wrote"] = f"{args.output}/evaluation.json"
     return result
+
+
+def _open_saved_run(args, directory: str, positive: Sequence[str], bayesian: str | None = None):
+    """What the commands on a saved run share: check the options named in ``positive`` (at
+    least 1) and ``--threshold`` (finite), read the run in ``directory``, set the threads, and
+    load its data and a fresh copy of its network.
+
+    :param bayesian: refuse a deterministic run, saying it has nothing to ``bayesian`` (a
+        verb: ``"prune by"``, ``"diagnose"``).
+    :returns: ``(payload, run, splits, net, threshold)``, the threshold being the option's or
+        else the run's.
+    """
+    for name in (*positive, "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be finite, got {args.threshold}")
+    payload, run = _read_run(directory)
+    if bayesian is not None and payload["format"] == NETWORK_FORMAT:
+        raise ValueError(
+            f"{directory} holds a deterministic network, which has no posterior to {bayesian}; "
+            "use a Bayesian run"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = _load_data(run["data"], args.data_root)
+    net = _network(run["arch"], splits.input_shape, splits.num_classes)
+    threshold = run.get("threshold") if args.threshold is None else args.threshold
+    return payload, run, splits, net, threshold
+
+
+def _describe(args, run: dict, splits) -> dict:
+    """The command and the run that the result file of a command on a saved run records."""
+    return {
+        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
+        "run_command": run.get("command"),
+        "method": run["method"],
+        "arch": run["arch"],
+        "data": splits.name,
+    }
 
 
 def _load_bayesian(path: str, run: dict, splits, net):
@@ -892,24 +924,10 @@ def compress(args) -> dict:
     from pyro_bnn.compression import compress as compress_network
     from pyro_bnn.compression import save_exported
 
-    for name in ("speed_batch", "speed_repeats", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise ValueError(f"--threshold must be finite, got {args.threshold}")
-    payload, run = _read_run(args.run)
-    if payload["format"] == NETWORK_FORMAT:
-        raise ValueError(
-            f"{args.run} holds a deterministic network, which has no posterior to prune by; "
-            "compress a Bayesian run"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    splits = _load_data(run["data"], args.data_root)
+    _, run, splits, net, threshold = _open_saved_run(
+        args, args.run, ["speed_batch", "speed_repeats"], bayesian="prune by"
+    )
     x_test, y_test = splits.test.tensors
-    net = _network(run["arch"], splits.input_shape, splits.num_classes)
-    threshold = run.get("threshold") if args.threshold is None else args.threshold
     with pyro.get_param_store().scope():
         model, guide, state = _load_bayesian(os.path.join(args.run, CHECKPOINT), run, splits, net)
         compressed = compress_network(model, guide, thresholds=threshold)
@@ -927,11 +945,7 @@ def compress(args) -> dict:
     path = os.path.join(args.run, "compressed.pt2")
     save_exported(exported, path, example)
     result = {
-        "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
-        "run_command": run.get("command"),
-        "method": run["method"],
-        "arch": run["arch"],
-        "data": splits.name,
+        **_describe(args, run, splits),
         "epochs": state["epoch"],
         "threshold": threshold,
         "error_before": _run_error(args.run),
@@ -954,27 +968,15 @@ def diagnose(args) -> dict:
     from pyro_bnn.data import noise_images
     from pyro_bnn.diagnostics.report import write_diagnostics
 
-    for name in ("num_samples", "max_entries", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     for name in ("num_observations", "num_out_of_distribution"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 0")
-    payload, run = _read_run(args.run)
-    if payload["format"] == NETWORK_FORMAT:
-        raise ValueError(
-            f"{args.run} holds a deterministic network, which has no posterior to diagnose; "
-            "diagnose a Bayesian run"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    splits = _load_data(run["data"], args.data_root)
+    _, run, splits, net, threshold = _open_saved_run(
+        args, args.run, ["num_samples", "max_entries"], bayesian="diagnose"
+    )
     x_train, y_train = splits.train.tensors
     if args.num_observations:
         x_train, y_train = x_train[: args.num_observations], y_train[: args.num_observations]
-    net = _network(run["arch"], splits.input_shape, splits.num_classes)
-    threshold = run.get("threshold") if args.threshold is None else args.threshold
     outside = None
     if args.num_out_of_distribution:
         outside = noise_images(
@@ -982,14 +984,7 @@ def diagnose(args) -> dict:
         )
     with pyro.get_param_store().scope():
         model, guide, state = _load_bayesian(os.path.join(args.run, CHECKPOINT), run, splits, net)
-        extra = {
-            "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),
-            "run_command": run.get("command"),
-            "method": run["method"],
-            "arch": run["arch"],
-            "data": splits.name,
-            "epochs": state["epoch"],
-        }
+        extra = {**_describe(args, run, splits), "epochs": state["epoch"]}
         return write_diagnostics(
             args.run, model, guide, (x_train, y_train), splits.test.tensors, outside,
             num_samples=args.num_samples, max_entries=args.max_entries, format=args.format,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import tempfile
+from collections.abc import Callable
 
 import torch
 
@@ -26,18 +28,53 @@ def all_finite(value: torch.Tensor) -> bool:
     return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and
-    ``os.replace``: readers see the old file or the complete new one, never a partial one."""
-    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+def positive_integer(name: str, value) -> int:
+    """``value`` as an ``int`` of at least 1, else a ``ValueError`` naming ``name``."""
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp"
+) -> None:
+    """Have ``write(temporary)`` fill a temporary file next to ``path``, then rename it over
+    ``path``: readers see the old file or the complete new one, and a failed write leaves
+    neither a partial file nor the temporary one.
+
+    :param write: writes the whole file at the path it is given.
+    :param suffix: the temporary's ending (some writers choose the format by it).
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
+    os.close(handle)
+    try:
+        write(temporary)
+        # mkstemp creates the file readable by its owner only; give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of ``text``."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w") as file:
+            file.write(text)
+
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike, value) -> None:

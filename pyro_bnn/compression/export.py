@@ -21,11 +21,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+
+from pyro_bnn.util import atomic_write
 
 from .structure import (
     PRUNABLE_LAYERS,
@@ -219,19 +220,8 @@ def save_exported(
     batch = torch.export.Dim("batch")
     with torch.no_grad():
         program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     # torch.export wants the .pt2 ending, on the temporary file too.
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp.pt2"
-    )
-    os.close(handle)
-    try:
-        torch.export.save(program, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_write(path, lambda temporary: torch.export.save(program, temporary), ".tmp.pt2")
     return program
 
 

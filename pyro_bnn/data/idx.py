@@ -9,14 +9,14 @@ whatever the file is called.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
-import secrets
 import struct
 import zlib
 
 import numpy as np
+
+from pyro_bnn.util import atomic_write
 
 # IDX type code -> big-endian numpy dtype.
 _IDX_DTYPES = {
@@ -113,20 +113,13 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
 
-    path = os.fspath(path)
-    # Same directory, so os.replace is an atomic rename; opened with the usual permissions
-    # (unlike tempfile.mkstemp, which makes the file private to its owner).
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            if path.endswith(".gz"):
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as f:
+            if os.fspath(path).endswith(".gz"):
                 # mtime=0 makes the output reproducible byte for byte.
                 with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
                     gz.write(payload)
             else:
                 f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)

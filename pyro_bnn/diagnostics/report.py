@@ -24,7 +24,7 @@ import torch
 
 from pyro_bnn import metrics, plots
 from pyro_bnn.infer import ClassificationPrediction, predict
-from pyro_bnn.util import atomic_write_json, atomic_write_text
+from pyro_bnn.util import atomic_write, atomic_write_json, atomic_write_text
 
 from .arviz_compat import arviz_plots
 from .convert import from_svi
@@ -40,22 +40,19 @@ def write_datatree(datatree, path: str | os.PathLike, format: str = "netcdf") ->
     complete)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format == "netcdf":
+        atomic_write(path, lambda temporary: datatree.to_netcdf(temporary, engine="h5netcdf"))
+        return
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
-    temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
-    staged = os.path.join(temporary, name)
+    staging = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
     try:
-        if format == "netcdf":
-            datatree.to_netcdf(staged, engine="h5netcdf")
-            os.replace(staged, path)
-        else:
-            datatree.to_zarr(staged)
-            if os.path.isdir(path):
-                old = os.path.join(temporary, f"{name}.old")
-                os.replace(path, old)
-            os.replace(staged, path)
+        datatree.to_zarr(os.path.join(staging, name))
+        if os.path.isdir(path):
+            os.replace(path, os.path.join(staging, f"{name}.old"))
+        os.replace(os.path.join(staging, name), path)
     finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _loo_report(datatree) -> dict:

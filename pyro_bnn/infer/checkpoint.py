@@ -9,12 +9,13 @@ architecture fails with a message naming the first differences, before anything 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from pyro_bnn.util import atomic_write
 
 #: Written into every checkpoint; files without it are rejected.
 CHECKPOINT_FORMAT = "pyro-bnn-checkpoint/1"
@@ -52,26 +53,18 @@ def _require_ready(guide: nn.Module) -> None:
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same directory and
-    ``os.replace``: readers see the old file or the complete new one, never half of one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".pyro-bnn-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
+    """``torch.save(obj, path)`` through a temporary file in the same directory, flushed to
+    disk before it replaces ``path`` (:func:`~pyro_bnn.util.atomic_write`): readers see the old
+    file or the complete new one, never half of one."""
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+
+    atomic_write(path, write)
 
 
 def save_checkpoint(

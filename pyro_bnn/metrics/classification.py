@@ -9,10 +9,11 @@ posterior predictive, i.e. the mean over posterior samples) and integer labels o
 
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import torch
+
+from pyro_bnn.util import positive_integer
 
 BINNINGS = ("equal_width", "adaptive")
 """The ways :func:`reliability_curve` can bin the confidences."""
@@ -55,16 +56,6 @@ def _check(probs: torch.Tensor, labels: torch.Tensor, probabilities: bool = True
         _check_probabilities(probs)
     elif torch.isnan(probs).any():
         raise ValueError("probs contains NaN")
-
-
-def _check_num_bins(num_bins: int) -> int:
-    try:
-        num_bins = operator.index(num_bins)
-    except TypeError:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}") from None
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins}")
-    return num_bins
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -167,7 +158,7 @@ def reliability_curve(
     Workshops 2019.
     """
     _check(probs, labels)
-    num_bins = _check_num_bins(num_bins)
+    num_bins = positive_integer("num_bins", num_bins)
     if binning not in BINNINGS:
         raise ValueError(f"unknown binning {binning!r}; use one of {', '.join(BINNINGS)}")
     confidence, predicted = probs.double().max(-1)

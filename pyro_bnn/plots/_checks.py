@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Mapping
 
 import torch
+
+from pyro_bnn.util import positive_integer  # noqa: F401 - re-exported for the plots
 
 
 def as_tensor(name: str, value) -> torch.Tensor:
@@ -76,19 +77,6 @@ def number(name: str, value, *, positive: bool = False) -> float:
         raise ValueError(f"{name} must be finite, got {value}")
     if positive and value <= 0:
         raise ValueError(f"{name} must be positive, got {value:g}")
-    return value
-
-
-def positive_integer(name: str, value) -> int:
-    """``value`` as an int, at least 1."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
     return value
 
 

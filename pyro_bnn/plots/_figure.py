@@ -9,12 +9,13 @@ picks from the file format.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
+
+from pyro_bnn.util import atomic_write
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -50,21 +51,9 @@ def _check_path(path: str | os.PathLike | None) -> str | None:
 
 
 def _write_figure(fig: Figure, path: str | os.PathLike) -> None:
-    """Save ``fig`` to ``path`` (format from the suffix, PNG without one) through a temporary
-    file in the same directory, so that a failed save leaves neither a partial file nor the
-    temporary one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    os.close(handle)
-    try:
-        fig.savefig(temporary, format=_format(path), dpi=110)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Save ``fig`` to ``path`` (format from the suffix, PNG without one) atomically
+    (:func:`~pyro_bnn.util.atomic_write`)."""
+    atomic_write(path, lambda temporary: fig.savefig(temporary, format=_format(path), dpi=110))
 
 
 def _finish(fig: Figure, path: str | None) -> Figure:
