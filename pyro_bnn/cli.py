@@ -993,16 +993,30 @@ def diagnose(args) -> dict:
         )  # fmt: skip
 
 
+def _describe_loo(loo: dict, name: str) -> str:
+    if loo["elpd"] is None or loo["share_above_good_k"] is None:
+        reason = loo.get("error") or "the importance ratios overflow"
+        return f"{name} undefined ({reason[0].lower() + reason[1:]})"
+    return (
+        f"{name} elpd {loo['elpd']:.1f} (se {loo['se']:.1f}, "
+        f"{100 * loo['share_above_good_k']:.1f}% of points with k > {loo['good_k']:.2f})"
+    )
+
+
 def _print_diagnostics(result: dict) -> None:
     verdict = "covers" if result["guide_reliable"] else "does NOT cover"
-    loo = result["loo"]
+    khat = result["pareto_khat"]
+    khat = "beyond any fit (the ratios span over 1e300)" if khat is None else f"{khat:.2f}"
+    elpd = "; ".join(
+        _describe_loo(result[key], name)
+        for key, name in (("loo", "PSIS-LOO"), ("loo_draws_as_posterior", "uncorrected"))
+    )
     lines = [
         f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs; "
         f"{result['num_samples']} draws on {result['num_observations']} training examples",
-        f"Pareto k-hat of the importance ratios {result['pareto_khat']:.2f} (threshold "
+        f"Pareto k-hat of the importance ratios {khat} (threshold "
         f"{result['khat_threshold']:.2f}): the guide {verdict} the posterior",
-        f"PSIS-LOO elpd {loo['elpd']:.1f} (se {loo['se']:.1f}), "
-        f"{100 * loo['share_above_good_k']:.1f}% of observations with k > {loo['good_k']:.2f}",
+        elpd,
         f"test error {100 * result['test']['error']:.2f}%  NLL {result['test']['nll']:.4f}  "
         f"ECE {result['test']['ece']:.4f}",
     ]

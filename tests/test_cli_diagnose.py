@@ -31,6 +31,9 @@ def test_diagnose_writes_the_datatree_summary_and_figures(sparse_vd_run):
     assert report["num_samples"] == 30 and report["num_observations"] == 100
     assert report["khat_threshold"] == pytest.approx(1 - 1 / 1.4771, abs=1e-3)
     assert 0 <= report["out_of_distribution"]["entropy_auroc"] <= 1
+    # Both PSIS-LOO estimates are recorded; each is a number or null with its reason.
+    for key in ("loo", "loo_draws_as_posterior"):
+        assert report[key]["elpd"] is None or report[key]["elpd"] < 0
     datatree = xr.open_datatree(sparse_vd_run / "posterior.nc", engine="h5netcdf")
     assert datatree["log_likelihood"]["obs"].shape == (1, 30, 100)
     # fc1 (300 x 64) is thinned to at most 500 entries; fc3 (10 x 100) too; nothing is lost

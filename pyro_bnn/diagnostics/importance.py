@@ -27,6 +27,10 @@ from .arviz_compat import arviz_stats
 #: The fewest draws whose largest ``min(S/5, 3 sqrt(S))`` make the five a tail fit needs.
 MIN_DRAWS = 25
 
+#: The widest spread (nats) of the tail's log ratios that a float64 fit still resolves:
+#: ``exp(-690)`` is about ``1e-300``.
+MAX_LOG_SPREAD = 690.0
+
 #: The largest k-hat ArviZ and the PSIS paper still call reliable, whatever the sample size.
 KHAT_THRESHOLD = 0.7
 
@@ -46,6 +50,12 @@ def log_importance_ratios(datatree):
     return _sample_stat(datatree, "lp", "from_svi") - _sample_stat(datatree, "log_q", "from_svi")
 
 
+def _tail_size(num_draws: int) -> int:
+    """The number of largest ratios PSIS fits (r_eff = 1): ``3 sqrt(S)``, or ``S / 5`` for
+    fewer than 225 draws."""
+    return int(3 * math.sqrt(num_draws)) if num_draws > 225 else math.ceil(num_draws / 5)
+
+
 def khat_threshold(num_draws: int) -> float:
     """``min(1 - 1/log10(S), 0.7)``: the sample-size dependent threshold of the PSIS paper."""
     return min(1 - 1 / math.log10(num_draws), KHAT_THRESHOLD) if num_draws > 10 else 0.0
@@ -58,8 +68,13 @@ def pareto_khat(datatree) -> float:
         log joint the guide approximates).
     :returns: ``k-hat``; compare it with :func:`khat_threshold` of the number of draws.
         Constant ratios (the guide is the posterior, up to rounding) have no tail to fit and
-        give ``-inf``; an infinite ratio (a draw at a pole of the prior's density) gives
-        ``inf``.
+        give ``-inf``.  Two cases give ``inf``: an infinite ratio (a draw at a pole of the
+        prior's density), and a tail that floating point cannot hold, where the tail's
+        smallest ratio is below ``1e-300`` times its largest (a spread of
+        :data:`MAX_LOG_SPREAD` nats).  Fitted anyway, such a tail underflows to zeros and
+        gives a small, meaningless k-hat; its largest draw alone outweighs the others by
+        hundreds of orders of magnitude, as a guide far from its posterior does (a network's
+        weight guide against the full log joint, typically).
     """
     log_ratios = log_importance_ratios(datatree)
     if log_ratios.size < MIN_DRAWS:
@@ -73,6 +88,9 @@ def pareto_khat(datatree) -> float:
         return float("inf")
     if float(log_ratios.max() - log_ratios.min()) < 1e-9 * (1 + float(abs(log_ratios).max())):
         return float("-inf")
+    ordered = np.sort(log_ratios.values.ravel())
+    if ordered[-1] - ordered[-_tail_size(len(ordered))] > MAX_LOG_SPREAD:
+        return float("inf")
     arviz_stats()  # registers the ``azstats`` accessor
     # The ratios themselves, scaled by their largest: arviz-stats 0.8 reads ``log_weights=True``
     # only for LOO's sign convention, so pass values whose right tail is the ratios'.
@@ -81,15 +99,19 @@ def pareto_khat(datatree) -> float:
     return float(khat)
 
 
-def loo(datatree, pointwise: bool = True):
+def loo(datatree, pointwise: bool = True, correct: bool = True):
     """PSIS-LOO of a DataTree: corrected for the variational proposal
     (``loo_approximate_posterior``) when it has ``sample_stats.log_q`` (SVI), plain ``loo``
     otherwise (MCMC).
 
+    :param correct: with ``False``, a guide's draws are taken as posterior draws (plain PSIS-LOO
+        on them).  The correction needs importance ratios a float64 can hold; for the weight
+        guide of a whole network against its full log joint they overflow (its
+        :func:`pareto_khat` is ``inf``), and only the uncorrected estimate is defined.
     :returns: ArviZ's ``ELPDData`` (``elpd``, ``se``, ``p``, per-observation ``pareto_k``).
     """
     stats = arviz_stats()
-    if "log_q" in datatree["sample_stats"].data_vars:
+    if correct and "log_q" in datatree["sample_stats"].data_vars:
         return stats.loo_approximate_posterior(
             datatree,
             log_p=datatree["sample_stats"]["lp"],

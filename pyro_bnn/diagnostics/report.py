@@ -6,7 +6,8 @@ Files (each written through a temporary name and renamed, so a reader never sees
   :func:`~pyro_bnn.diagnostics.from_svi` on the training data given;
 - ``summary.csv``: ArviZ's summary of every posterior variable;
 - ``diagnostics.json``: Pareto k-hat of the importance ratios with its threshold, PSIS-LOO
-  (corrected for the variational proposal), the test error, NLL and ECE, the entropy AUROC
+  (corrected for the variational proposal, and with the draws taken as posterior draws),
+  the test error, NLL and ECE, the entropy AUROC
   against out-of-distribution inputs, and the files written;
 - ``reliability_diagram.png``, ``entropy_in_vs_out.png``, ``log_alpha_histogram.png`` (guides
   with a log alpha), and ``arviz_posterior.png`` where ``arviz-plots`` is installed.
@@ -14,12 +15,14 @@ Files (each written through a temporary name and renamed, so a reader never sees
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from pyro_bnn import metrics, plots
@@ -55,18 +58,31 @@ def write_datatree(datatree, path: str | os.PathLike, format: str = "netcdf") ->
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _loo_report(datatree) -> dict:
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined estimate is ``null``."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _loo_report(datatree, correct: bool) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = loo(datatree)
+        try:
+            result = loo(datatree, correct=correct)
+        except ValueError as error:
+            # ArviZ cannot fit a tail whose values are all equal (an observation predicted with
+            # probability one by every draw in float32, say): no estimate, and why.
+            return {"elpd": None, "se": None, "p": None, "good_k": None,
+                    "share_above_good_k": None, "warnings": [], "error": str(error)}  # fmt: skip
     pareto_k = result.pareto_k.values.ravel()
     return {
-        "elpd": float(result.elpd),
-        "se": float(result.se),
-        "p": float(result.p),
+        "elpd": _finite_or_none(result.elpd),
+        "se": _finite_or_none(result.se),
+        "p": _finite_or_none(result.p),
         "good_k": float(result.good_k),
-        "share_above_good_k": float((pareto_k > result.good_k).mean()),
-        "warnings": [str(warning.message) for warning in caught],
+        "share_above_good_k": (
+            None if np.isnan(pareto_k).any() else float((pareto_k > result.good_k).mean())
+        ),
+        "warnings": sorted({str(warning.message) for warning in caught}),
     }
 
 
@@ -115,11 +131,14 @@ def write_diagnostics(
         **(extra or {}),
         "num_samples": num_samples,
         "num_observations": len(train[0]),
-        "pareto_khat": khat,
+        # JSON has no infinity: an unbounded k-hat is recorded as null and said in words.
+        "pareto_khat": _finite_or_none(khat),
         "khat_threshold": khat_threshold(num_samples),
         "guide_reliable": bool(khat < khat_threshold(num_samples)),
-        "loo": _loo_report(datatree),
-        "warnings": [str(warning.message) for warning in caught],
+        "loo": _loo_report(datatree, correct=True),
+        # The guide's draws taken as posterior draws: defined where the correction overflows.
+        "loo_draws_as_posterior": _loo_report(datatree, correct=False),
+        "warnings": sorted({str(warning.message) for warning in caught}),
     }
     prediction = predict(
         model, guide, test[0], y=test[1], num_samples=num_samples, batch_size=batch_size

@@ -146,3 +146,10 @@ def test_khat_of_an_infinite_ratio_is_infinite_and_nan_is_refused():
     ratios[3] = np.nan
     with pytest.raises(ValueError, match="undefined"):
         pareto_khat(_ratios_datatree(ratios))
+
+
+def test_khat_of_a_tail_beyond_floating_point_is_infinite():
+    # Log ratios spread over thousands of nats (a weight guide against a network's full log
+    # joint): exp underflows, and a fit of the zeros would report a small k.
+    log_ratios = 700.0 * np.random.default_rng(0).standard_normal(200)
+    assert pareto_khat(_ratios_datatree(log_ratios)) == math.inf
