@@ -19,6 +19,7 @@ from .family import (
     register_default_family,
     register_family,
 )
+from .functional_neural_process_guide import FunctionalNeuralProcessGuide
 from .hard_concrete_family import HardConcreteFamily
 from .local_reparameterized_matrix_normal import LocalReparameterizedMatrixNormal
 from .local_reparameterized_normal import (
@@ -45,6 +46,7 @@ __all__ = [
     "AutoMeanFieldNormal",
     "AutoSiteGuide",
     "DeltaFamily",
+    "FunctionalNeuralProcessGuide",
     "GuideFamily",
     "GuideFamilyWarning",
     "HardConcreteFamily",

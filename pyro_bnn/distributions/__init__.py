@@ -13,6 +13,7 @@ from .log_uniform import LogUniform
 from .masked_coupling import MaskedCoupling
 from .masked_flow import MaskedFlow
 from .matrix_normal import MatrixNormal
+from .random_graph import RandomGraph, dag_order, rbf_edge_logits
 from .scale_mixture_normal import ScaleMixtureNormal
 from .spike_and_slab import SpikeAndSlab
 from .truncated_log_normal import TruncatedLogNormal
@@ -25,11 +26,14 @@ __all__ = [
     "MaskedCoupling",
     "MaskedFlow",
     "MatrixNormal",
+    "RandomGraph",
     "ScaleMixtureNormal",
     "SpikeAndSlab",
     "TruncatedLogNormal",
+    "dag_order",
     "group_horseshoe",
     "half_cauchy_decomposition",
     "kl",
+    "rbf_edge_logits",
     "sparse_vd_kl",
 ]

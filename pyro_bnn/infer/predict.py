@@ -15,7 +15,13 @@ from pyro_bnn.guides import local_reparameterization
 from pyro_bnn.metrics.out_of_distribution import categorical_entropy
 
 from .fit import check_batch
-from .posterior import check_num_samples, draw_global_sites, require_trained
+from .posterior import (
+    SAMPLE_PLATE,
+    check_num_samples,
+    draw_global_sites,
+    max_plate_nesting,
+    require_trained,
+)
 
 
 @dataclass
@@ -176,7 +182,9 @@ def predict(
     The global latent sites are drawn once (:func:`~pyro_bnn.infer.posterior_samples`), so
     posterior sample ``s`` is the same network for every input; the inputs are then processed in
     chunks of ``batch_size``, each evaluated for all samples in one pass
-    (``torch.func.vmap`` over the samples, no Python loop over them).  Local latent sites (inside
+    (``torch.func.vmap`` over the samples, no Python loop over them; a model with
+    ``supports_sample_plate = True`` broadcasts over a leading plate of samples instead, as for
+    Pyro's ``Predictive(parallel=True)``).  Local latent sites (inside
     the data plate) are drawn by the model for each new input.  Weights are sampled, one set per
     posterior sample shared by a chunk (local reparameterization would redraw per-example noise,
     which costs more at prediction time), and the model is put in evaluation mode (BatchNorm
@@ -219,15 +227,25 @@ def predict(
             )
             _likelihood_moments(model_trace, site)
 
-            def one_sample(values, xb):
+            def moments(values, xb):
                 conditioned = _DoNotSample(site)(poutine.condition(model, data=values))
                 trace = poutine.trace(conditioned).get_trace(xb, *args, **kwargs)
                 return _likelihood_moments(trace, site)
 
+            if getattr(model, "supports_sample_plate", False):
+                # The model broadcasts over a leading plate of samples, as Pyro's
+                # Predictive(parallel=True) asks: one pass per chunk for all samples, and what
+                # does not depend on the samples (a shared feature network) computed once.
+                dim = -max_plate_nesting(model_trace) - 1
+
+                def all_samples(values, xb):
+                    with pyro.plate(SAMPLE_PLATE, num_samples, dim=dim):
+                        return moments(values, xb)
+
+            else:
+                all_samples = torch.func.vmap(moments, in_dims=(0, None), randomness="different")
             chunks = [
-                torch.func.vmap(one_sample, in_dims=(0, None), randomness="different")(
-                    samples, x[start : start + batch_size]
-                )
+                all_samples(samples, x[start : start + batch_size])
                 for start in range(0, len(x), batch_size)
             ]
     finally:

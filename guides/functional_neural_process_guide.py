@@ -1,0 +1,76 @@
+"""The variational family of the functional neural process (thesis Sec. 5.3.2).
+
+``q(U, G, A, Z | X) = p(U | X) p(G | U_R) p(A | U) prod_i q(z_i | x_i)``: the embeddings and
+both graphs are drawn from the model's own conditionals, so their terms of the bound cancel
+(``log p - log q = 0`` draw by draw), and each local latent ``z_i`` has the amortized Gaussian
+``q(z_i | x_i)`` whose heads the model's conditional prior reuses (``mu_theta = mu_q + m_y``).
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+
+from pyro_bnn.models.functional_neural_process import FunctionalNeuralProcess
+
+
+class FunctionalNeuralProcessGuide(PyroModule):
+    """The guide of a :class:`~pyro_bnn.models.FunctionalNeuralProcess`.
+
+    It owns no parameters: the embedding, the kernel's length scale and the inference heads are
+    the model's (the model's conditional prior shares the heads), and the model and the guide
+    share one pass of the torso per batch.  In training it also drives the model's soft free
+    bits: it runs before the model, measures the KL of ``z`` in closed form on its draws of the
+    graphs, and updates the weight both then apply to the ``z`` terms.
+
+    In evaluation mode (``model.eval()``) it draws only the reference set's embeddings, the
+    global latent the predictive of new points conditions on; the model draws the new points'
+    embeddings, edges and latents from their conditional priors (thesis Eq. 73), so
+    :func:`pyro_bnn.predict` and ``pyro.infer.Predictive`` give the FNP's posterior predictive.
+
+    :param model: the model.
+    """
+
+    def __init__(self, model: FunctionalNeuralProcess):
+        super().__init__()
+        if not isinstance(model, FunctionalNeuralProcess):
+            raise TypeError(
+                f"FunctionalNeuralProcessGuide needs a FunctionalNeuralProcess, got "
+                f"{type(model).__name__}"
+            )
+        # Kept out of the module tree: its parameters are the model's, saved and optimized
+        # with it.
+        self.__dict__["model"] = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        model = self.model
+        h_reference, h = model.features(x)
+        reference_plate, data_plate = model.plates(len(x))
+        with reference_plate:
+            u_reference = pyro.sample("reference.u", model.embedding_distribution(h_reference))
+        if not model.training:
+            return
+        with data_plate:
+            u = pyro.sample("u", model.embedding_distribution(h))
+            parents = pyro.sample("parents", model.parents_distribution(u, u_reference))
+        dag = pyro.sample("reference.dag", model.dag_distribution(u_reference))
+        posterior = model.inference_distribution(h)
+        posterior_reference = model.inference_distribution(h_reference)
+        messages = model.messages(h_reference)
+        with torch.no_grad():
+            kl = (
+                torch.distributions.kl_divergence(
+                    posterior, model.conditional_prior(parents, messages)
+                ).sum()
+                + torch.distributions.kl_divergence(
+                    posterior_reference, model.conditional_prior(dag, messages)
+                ).sum()
+            )
+        model.update_free_bits(kl, len(x) + model.reference_size)
+        with poutine.scale(scale=model.free_bits_weight):
+            with data_plate:
+                pyro.sample("z", posterior)
+            with reference_plate:
+                pyro.sample("reference.z", posterior_reference)

@@ -1,0 +1,202 @@
+"""The functional neural process as a Pyro model: graphs, priors, the bound, prediction."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from torch import nn
+
+import pyro_bnn
+from pyro_bnn.guides import FunctionalNeuralProcessGuide
+from pyro_bnn.models import FunctionalNeuralProcess, choose_reference_set, split_reference_set
+
+
+def _regression(reference=3, num_data=4, plus=False, free_bits=None, **kwargs):
+    generator = torch.Generator().manual_seed(0)
+    x_r = torch.randn(reference, 2, generator=generator)
+    y_r = torch.randn(reference, generator=generator)
+    torso = nn.Sequential(nn.Linear(2, 8), nn.ReLU())
+    model = FunctionalNeuralProcess(
+        torso, 8, x_r, y_r, num_data, dim_u=2, dim_z=3, plus=plus, free_bits=free_bits,
+        output_hidden=5, **kwargs,
+    )  # fmt: skip
+    return model, FunctionalNeuralProcessGuide(model)
+
+
+def _classifier(reference=6, num_data=10, plus=True):
+    generator = torch.Generator().manual_seed(0)
+    x_r = torch.randn(reference, 1, 6, 6, generator=generator)
+    y_r = torch.arange(reference) % 3
+    torso = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 8), nn.ReLU())
+    model = FunctionalNeuralProcess(
+        torso, 8, x_r, y_r, num_data, num_classes=3, dim_u=2, dim_z=4, plus=plus
+    )
+    return model, FunctionalNeuralProcessGuide(model)
+
+
+def test_a_point_without_parents_gets_the_standard_normal_prior():
+    messages = (torch.randn(4, 3), torch.randn(4, 3))
+    prior = FunctionalNeuralProcess.conditional_prior(torch.zeros(2, 4), messages)
+    torch.testing.assert_close(prior.base_dist.loc, torch.zeros(2, 3))
+    torch.testing.assert_close(prior.base_dist.scale, torch.ones(2, 3))
+
+
+def test_the_conditional_prior_averages_the_parents_messages():
+    loc, log_scale = torch.randn(4, 3), torch.randn(4, 3)
+    adjacency = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    prior = FunctionalNeuralProcess.conditional_prior(adjacency, (loc, log_scale))
+    torch.testing.assert_close(prior.base_dist.loc[0], (loc[0] + loc[2]) / 2, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(prior.base_dist.scale[1], log_scale[3].exp(), rtol=1e-6, atol=1e-6)
+
+
+def test_the_model_samples_an_acyclic_reference_graph():
+    model, _ = _regression(reference=12)
+    x, y = torch.randn(4, 2), torch.randn(4)
+    trace = poutine.trace(model).get_trace(x, y)
+    dag = trace.nodes["reference.dag"]["value"]
+    assert dag.shape == (12, 12)
+    order = pyro_bnn.distributions.dag_order(trace.nodes["reference.u"]["value"])
+    child, parent = (dag > 0).nonzero(as_tuple=True)
+    assert (order[parent] < order[child]).all()
+    assert trace.nodes["parents"]["value"].shape == (4, 12)
+
+
+def _data_plate_terms(model, guide, x, y, values=None):
+    """The data plate's share of the bound, sum of scaled log p - log q over its sites, for one
+    run of the guide (conditioned on ``values`` when given) and the model replayed on it."""
+    guide_trace = poutine.trace(poutine.condition(guide, data=values or {})).get_trace(x, y)
+    drawn = {
+        name: node["value"]
+        for name, node in guide_trace.nodes.items()
+        if node["type"] == "sample" and name not in ("data", "reference")
+    }
+    model_trace = poutine.trace(poutine.condition(model, data=drawn)).get_trace(x, y)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    total = 0.0
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for node in trace.nodes.values():
+            if node["type"] == "sample" and any(f.name == "data" for f in node["cond_indep_stack"]):
+                total += sign * node["log_prob"].sum().item()
+    return total, guide_trace
+
+
+def test_minibatch_terms_scaled_by_m_over_batch_average_to_the_full_batch():
+    # L_{M|R} over all of M, against the mean over a partition of M into mini-batches, each
+    # scaled by |M| / |M_hat|, with the same latent values for every point (Eq. 134-137).
+    model, guide = _regression(reference=3, num_data=4)
+    x, y = torch.randn(4, 2), torch.randn(4)
+    with torch.no_grad():
+        full, trace = _data_plate_terms(model, guide, x, y)
+        shared = {
+            name: trace.nodes[name]["value"]
+            for name in ("reference.u", "reference.dag", "reference.z")
+        }
+        batches = []
+        for index in (torch.tensor([0, 1]), torch.tensor([2, 3])):
+            values = dict(shared)
+            for name in ("u", "parents", "z"):
+                values[name] = trace.nodes[name]["value"][index]
+            batches.append(_data_plate_terms(model, guide, x[index], y[index], values)[0])
+    assert sum(batches) / 2 == pytest.approx(full, rel=1e-5)
+
+
+def test_embeddings_and_graphs_cancel_between_model_and_guide():
+    model, guide = _regression()
+    x, y = torch.randn(4, 2), torch.randn(4)
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    for name in ("reference.u", "u", "parents", "reference.dag"):
+        p = model_trace.nodes[name]["fn"].log_prob(model_trace.nodes[name]["value"])
+        q = guide_trace.nodes[name]["fn"].log_prob(guide_trace.nodes[name]["value"])
+        assert torch.equal(p, q)
+
+
+def test_free_bits_weight_rises_above_the_budget_and_falls_below():
+    model, _ = _regression(free_bits=1.0)
+    # The authors' start: the KL of z is free at first.
+    assert model.free_bits_weight.item() == pytest.approx(1e-8)
+    model.free_bits_weight.fill_(0.5)
+    weight = 0.5
+    model.update_free_bits(torch.tensor(1e6), num_points=7)
+    assert model.free_bits_weight.item() == pytest.approx(1.1 * weight)
+    model.update_free_bits(torch.tensor(0.0), num_points=7)
+    assert model.free_bits_weight.item() == pytest.approx(0.99 * weight)
+
+
+@pytest.mark.parametrize("plus", [False, True])
+def test_classifier_trains_and_predicts_with_pyro_bnn_and_pyro(plus):
+    model, guide = _classifier(plus=plus)
+    x, y = torch.randn(10, 1, 6, 6), torch.arange(10) % 3
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=5)
+    history = pyro_bnn.fit(model, guide, loader, epochs=3, lr=1e-2, progress=False)
+    assert len(history) == 3
+    model.eval()
+    prediction = pyro_bnn.predict(model, guide, torch.randn(7, 1, 6, 6), num_samples=11)
+    assert prediction.probs_samples.shape == (11, 7, 3)
+    torch.testing.assert_close(prediction.probs.sum(-1), torch.ones(7))
+    predictive = pyro.infer.Predictive(model, guide=guide, num_samples=4)(torch.randn(5, 1, 6, 6))
+    assert predictive["obs"].shape == (4, 5)
+    assert predictive["parents"].shape == (4, 5, 6)
+    assert set(predictive["parents"].unique().tolist()) <= {0.0, 1.0}  # hard edges
+
+
+def test_features_are_shared_by_guide_and_model_within_a_step():
+    model, guide = _regression()
+    calls = []
+    model.torso.register_forward_hook(lambda *args: calls.append(1))
+    x, y = torch.randn(4, 2), torch.randn(4)
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x, y)
+    assert len(calls) == 1
+    loss.backward()
+    with torch.no_grad():
+        for parameter in model.torso.parameters():
+            parameter.add_(0.01)  # an optimizer step: the torso must run again
+    pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x, y)
+    assert len(calls) == 2
+
+
+def test_reference_sets_random_stratified_and_bad_input():
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    index = choose_reference_set(labels, 10, "stratified", seed=1)
+    assert torch.bincount(labels[index]).tolist() == [6, 3, 1]
+    assert len(choose_reference_set(labels, 10).unique()) == 10
+    (x_r, y_r), rest = split_reference_set(
+        torch.utils.data.TensorDataset(torch.randn(100, 2), labels), 20
+    )
+    assert len(x_r) == 20 and len(rest) == 80
+    with pytest.raises(ValueError, match="leaves none"):
+        choose_reference_set(labels, 100)
+    with pytest.raises(ValueError, match="positive integer"):
+        choose_reference_set(labels, 0)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        choose_reference_set(labels, 5, "nearest")
+
+
+def test_bad_input_gets_clear_errors():
+    model, guide = _regression()
+    with pytest.raises(ValueError, match="at least one point"):
+        model.set_reference(torch.empty(0, 2), torch.empty(0))
+    with pytest.raises(ValueError, match="3 inputs but 2 targets"):
+        model.set_reference(torch.randn(3, 2), torch.randn(2))
+    with pytest.raises(ValueError, match="NaN"):
+        model.set_reference(torch.full((3, 2), float("nan")), torch.randn(3))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        model(torch.randn(4, 5), torch.randn(4))
+    with pytest.raises(ValueError, match="NaN"):
+        pyro_bnn.fit(
+            model,
+            guide,
+            [(torch.full((4, 2), float("nan")), torch.randn(4))],
+            epochs=1,
+            progress=False,
+        )
+    classifier, _ = _classifier()
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        classifier.check_targets(torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="dim_z must be a positive integer"):
+        _regression(dim_z=0) if False else FunctionalNeuralProcess(
+            nn.Identity(), 2, torch.randn(3, 2), torch.randn(3), 4, dim_z=0
+        )
+    with pytest.raises(TypeError, match="FunctionalNeuralProcess"):
+        FunctionalNeuralProcessGuide(nn.Linear(2, 2))
