@@ -5,8 +5,10 @@ dropout (log-uniform prior, mean-field Gaussian guide with local reparameterizat
 one of the structured methods (``group-nj`` and ``group-horseshoe``: Bayesian compression with
 group normal-Jeffreys and group horseshoe priors; ``l0``: hard-concrete gates with an
 expected-L0 penalty; ``spike-and-slab``: group spike-and-slab; ``sbp``: structured Bayesian
-pruning), or deterministically (the baseline with the same budget), evaluates it and writes
-into the output directory:
+pruning), with a functional neural process (``fnp``, ``fnp+``: a prior over functions, also
+on the toy regressions ``toy-cubic`` and ``toy-sinusoid``; ``--reference-size``, ``--dim-u`` and
+``--dim-z`` default to the thesis's settings), or deterministically (the baseline with the same
+budget), evaluates it and writes into the output directory:
 
 - ``checkpoint.pt``: model, guide and optimizer (sparse VD) or the network (deterministic), with
   the options of the run;
@@ -75,11 +77,13 @@ from collections.abc import Sequence
 
 import torch
 
+from pyro_bnn import cli_fnp
+from pyro_bnn.cli_fnp import FNP_METHODS
 from pyro_bnn.util import atomic_write_json
 
 #: The structured methods of Louizos' thesis and seed 004 (:mod:`pyro_bnn.models.structured`).
 STRUCTURED_METHODS = ("group-nj", "group-horseshoe", "l0", "spike-and-slab", "sbp")
-METHODS = ("sparse-vd", "deterministic", *STRUCTURED_METHODS)
+METHODS = ("sparse-vd", "deterministic", *STRUCTURED_METHODS, *FNP_METHODS)
 #: The thesis's standard-deviation caps for Bayesian compression (Sec. 6.5): the first layer of
 #: LeNet-300-100 at 0.2, of LeNet-5-Caffe at 0.5; the VGG caps by width (64/128 maps: 0.1, 256
 #: maps: 0.2).
@@ -90,7 +94,9 @@ STD_CAPS = {
                  "conv6": 0.2, "conv7": 0.2},
 }  # fmt: skip
 ARCHITECTURES = ("lenet-300-100", "lenet-5-caffe", "vgg-like")
-DATASETS = ("auto", "fashion-mnist", "digits", "mnist", "cifar10")
+DATASETS = ("auto", "fashion-mnist", "digits", "mnist", "cifar10", "toy-cubic", "toy-sinusoid")
+#: The regression tasks, for the functional neural processes only.
+REGRESSION_DATASETS = ("toy-cubic", "toy-sinusoid")
 
 CHECKPOINT = "checkpoint.pt"
 #: Every file a run writes into its output directory; ``--overwrite`` removes these and no other.
@@ -99,6 +105,7 @@ RUN_OUTPUTS = (
     "metrics.json",
     "evaluation.json",
     "training_curves.png",
+    "predictive_bands.png",
     "log_alpha_histogram.png",
     "weight_mask.png",
     "group_statistics.png",
@@ -213,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
         "default to the thesis's caps (LeNet-300-100 fc1=0.2, LeNet-5-Caffe conv1=0.5)",
     )
     train.add_argument("--init-log-variance", type=float, default=-9.0)
+    train.add_argument(
+        "--reference-size",
+        type=int,
+        default=None,
+        help="fnp, fnp+: points in the reference set (default 300 for images, 10 for toy tasks)",
+    )
+    train.add_argument(
+        "--dim-u", type=int, default=None, help="fnp, fnp+: embedding size (default 32 or 3)"
+    )
+    train.add_argument(
+        "--dim-z", type=int, default=None, help="fnp, fnp+: latent size (default 64, 10 or 50)"
+    )
     train.add_argument("--num-samples", type=int, default=100, help="posterior samples at test")
     train.add_argument(
         "--train-subset", type=int, default=None, help="use only the first N training examples"
@@ -339,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: a KL warm-up.
 DEFAULTS = {
     "digits": {"epochs": 60, "batch_size": 64, "lr": 3e-3, "kl_warmup_epochs": 10.0},
+    # The toy regressions: the 10 points outside the reference set form one batch.
+    "toy-cubic": {"epochs": 5000, "batch_size": 10, "lr": 1e-3, "kl_warmup_epochs": 0.0},
+    "toy-sinusoid": {"epochs": 5000, "batch_size": 10, "lr": 1e-3, "kl_warmup_epochs": 0.0},
     None: {"epochs": 10, "batch_size": 128, "lr": 1e-3, "kl_warmup_epochs": 0.0},
 }
 
@@ -362,11 +384,26 @@ def _check_arguments(args) -> None:
         raise ValueError(f"--pretrain-epochs must be non-negative, got {args.pretrain_epochs}")
     if args.pretrain_epochs and args.method == "deterministic":
         raise ValueError("--pretrain-epochs applies to the Bayesian methods only")
+    if args.resume and args.data in REGRESSION_DATASETS:
+        raise ValueError("--resume continues image runs; a toy run is written at its end only")
     if args.resume and args.method == "deterministic":
         raise ValueError(
             "--resume continues Bayesian runs; the deterministic baseline keeps no optimizer "
             "state to continue from"
         )
+    fnp_options = ("reference_size", "dim_u", "dim_z")
+    for name in fnp_options:
+        value = getattr(args, name)
+        if value is not None and args.method not in FNP_METHODS:
+            raise ValueError(f"--{name.replace('_', '-')} applies to --method fnp and fnp+ only")
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.data in REGRESSION_DATASETS and args.method not in FNP_METHODS:
+        raise ValueError(
+            f"{args.data} is a regression task, which only --method fnp and fnp+ train here"
+        )
+    if args.method in FNP_METHODS and args.pretrain_epochs:
+        raise ValueError("--pretrain-epochs applies to the weight-space Bayesian methods only")
     if args.penalty is not None and args.method != "l0":
         raise ValueError("--penalty applies to --method l0 only")
     if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
@@ -517,13 +554,18 @@ def _load_data(name: str, data_root: str | None):
             )
             name = "digits"
     splits = load_dataset(name, data_root)
-    if splits.task != "classification":
+    if splits.task != "classification" and name not in REGRESSION_DATASETS:
         raise ValueError(f"pyro-bnn train classifies images; {name} is a {splits.task} task")
     return splits
 
 
-def _network(arch: str, input_shape: tuple[int, ...], num_classes: int):
+def _network(arch: str, input_shape: tuple[int, ...], num_classes: int | None):
+    """The architecture's network, or ``None`` for a regression (the functional neural
+    process builds its own feature network for the one-dimensional toy inputs)."""
     from pyro_bnn.models import lenet5_caffe, lenet_300_100, vgg_like
+
+    if num_classes is None:
+        return None
 
     channels, height = input_shape[0], input_shape[-1]
     if arch == "lenet-300-100":
@@ -664,7 +706,7 @@ def _fit_reporting_collapse(*args, **kwargs):
 
 def train(args) -> dict:
     """Run ``pyro-bnn train`` with parsed arguments; returns the metrics it wrote."""
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader, TensorDataset
 
     from pyro_bnn.baselines import predict_deterministic, train_deterministic
     from pyro_bnn.infer.checkpoint import atomic_save
@@ -683,7 +725,8 @@ def train(args) -> dict:
     _fill_defaults(args, splits.name)
     train_set = splits.train
     if args.train_subset is not None:
-        train_set = Subset(train_set, range(min(args.train_subset, len(train_set))))
+        subset = slice(0, min(args.train_subset, len(train_set)))
+        train_set = TensorDataset(*(tensor[subset] for tensor in train_set.tensors))
     x_test, y_test = splits.test.tensors
     net = _network(args.arch, splits.input_shape, splits.num_classes)
 
@@ -707,6 +750,17 @@ def train(args) -> dict:
         "penalty": args.penalty,
         "std_caps": args.std_caps,
     }
+    if args.method in FNP_METHODS:
+        if splits.task == "regression":
+            settings["arch"] = cli_fnp.TOY_TORSO
+        defaults = cli_fnp.sizes(splits.name)
+        for name, default in zip(("dim_u", "dim_z", "reference_size"), defaults, strict=True):
+            settings[name] = getattr(args, name) or default
+        if settings["reference_size"] >= len(train_set):
+            raise ValueError(
+                f"--reference-size {settings['reference_size']} leaves none of the "
+                f"{len(train_set)} training points outside the reference set"
+            )
     if args.resume:
         _check_resumable(args, payload, saved, settings)
     if args.method != "deterministic" and args.epochs < args.kl_warmup_epochs:
@@ -735,6 +789,17 @@ def train(args) -> dict:
     checkpoint = os.path.join(args.output, CHECKPOINT)
     started = time.perf_counter()
     scheduler = _scheduler(args.lr_schedule, args.epochs)
+    if args.method in FNP_METHODS:
+        result["test"], result["history"] = cli_fnp.train(
+            args, splits, net, train_set, settings, checkpoint
+        )
+        result["train_seconds"] = time.perf_counter() - started
+        result.update({key: settings[key] for key in ("dim_u", "dim_z", "reference_size")})
+        plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
+        atomic_write_json(os.path.join(args.output, "metrics.json"), result)
+        result["output"] = args.output
+        result["wrote"] = f"{args.output}/metrics.json, {CHECKPOINT} and plots"
+        return result
     if args.method == "deterministic":
         history = train_deterministic(
             net,
@@ -821,6 +886,16 @@ def evaluate(args) -> dict:
     x_test, y_test = splits.test.tensors
     path = os.path.join(args.output, CHECKPOINT)
     result: dict = {**_describe(args, run, splits), "checkpoint": path, "num_test": len(x_test)}
+    num_samples = args.num_samples or run.get("num_samples", 100)
+    if run["method"] in FNP_METHODS:
+        import pyro
+
+        with pyro.get_param_store().scope():
+            model, guide, state = cli_fnp.load(path, run, splits, net)
+            test = cli_fnp.evaluate(model, guide, splits, run, num_samples, args.output)
+        result.update(epochs=state["epoch"], num_samples=num_samples, test=test)
+        atomic_write_json(os.path.join(args.output, "evaluation.json"), result)
+        return {**result, "output": args.output, "wrote": f"{args.output}/evaluation.json"}
     if payload["format"] == NETWORK_FORMAT:
         net.load_state_dict(payload["network"])
         result["epochs"] = len(payload.get("history", [])) or run.get("epochs")
@@ -828,7 +903,6 @@ def evaluate(args) -> dict:
     else:
         import pyro
 
-        num_samples = args.num_samples or run.get("num_samples", 100)
         with pyro.get_param_store().scope():
             model, guide, state = _load_bayesian(path, run, splits, net)
             probs, evaluation, _ = _evaluate_bayesian(
@@ -867,6 +941,11 @@ def _open_saved_run(args, directory: str, positive: Sequence[str], bayesian: str
         raise ValueError(
             f"{directory} holds a deterministic network, which has no posterior to {bayesian}; "
             "use a Bayesian run"
+        )
+    if bayesian is not None and run["method"] in FNP_METHODS:
+        raise ValueError(
+            f"{directory} holds a functional neural process, whose prior is over functions: "
+            f"it has no weight posterior to {bayesian}"
         )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -1098,10 +1177,13 @@ def _print_summary(result: dict) -> None:
     if "interrupted" in result:
         where = result["interrupted"]
         first += f" (interrupted in epoch {where['epoch']} after step {where['step']})"
-    lines = [
-        first,
-        f"test error {100 * test['error']:.2f}%  NLL {test['nll']:.4f}  ECE {test['ece']:.4f}",
-    ]
+    if "rmse" in test:
+        quality = f"test RMSE {test['rmse']:.3f}  log-likelihood {test['log_likelihood']:.3f}"
+    else:
+        quality = (
+            f"test error {100 * test['error']:.2f}%  NLL {test['nll']:.4f}  ECE {test['ece']:.4f}"
+        )
+    lines = [first, quality]
     pruned = result.get("pruned")
     if pruned is not None and "sparsity_per_layer" in pruned:
         lines.append(
