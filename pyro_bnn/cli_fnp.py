@@ -6,7 +6,8 @@ for regression) and the model is trained by :func:`pyro_bnn.fit` on the other po
 a regression are standardized by the training split's mean and standard deviation and the test
 metrics are reported in the original units.  The settings the thesis gives are the defaults:
 ``(dim u, dim z, |R|)`` of ``(3, 10, 10)`` on the cubic task, ``(3, 50, 10)`` on the sinusoid and
-``(32, 64, 300)`` on images; free bits 1 (4 for the FNP+ in regression).
+``(32, 64, 300)`` on images; free bits 1 (4 for the FNP+ in regression).  Regression inputs are
+standardized too, as in the authors' code.
 """
 
 from __future__ import annotations
@@ -77,13 +78,22 @@ def build(run: dict, splits, net: nn.Module | None, train_set: TensorDataset):
     return model, FunctionalNeuralProcessGuide(model), rest
 
 
-def standardized(splits, train: TensorDataset) -> tuple[TensorDataset, float, float]:
-    """The training set with standardized targets (regression), and the mean and scale."""
-    x, y = train.tensors
+def standardization(splits, train: TensorDataset) -> dict[str, float]:
+    """A regression's input and target means and standard deviations on its training set (as
+    the authors standardize both); nothing for classification."""
     if splits.task == "classification":
-        return train, 0.0, 1.0
-    mean, scale = y.mean().item(), y.std().item()
-    return TensorDataset(x, (y - mean) / scale), mean, scale
+        return {}
+    x, y = train.tensors
+    return {"x_mean": x.mean().item(), "x_std": x.std().item(),
+            "y_mean": y.mean().item(), "y_std": y.std().item()}  # fmt: skip
+
+
+def standardized(run: dict, x: torch.Tensor, y: torch.Tensor | None = None):
+    """``x`` (and ``y``) in the standardized units of a regression run; unchanged otherwise."""
+    if "x_mean" not in run:
+        return x if y is None else (x, y)
+    x = (x - run["x_mean"]) / run["x_std"]
+    return x if y is None else (x, (y - run["y_mean"]) / run["y_std"])
 
 
 def evaluate(model, guide, splits, run: dict, num_samples: int, output: str) -> dict:
@@ -92,7 +102,7 @@ def evaluate(model, guide, splits, run: dict, num_samples: int, output: str) -> 
 
     x_test, y_test = splits.test.tensors
     model.eval()
-    prediction = predict(model, guide, x_test, num_samples=num_samples)
+    prediction = predict(model, guide, standardized(run, x_test), num_samples=num_samples)
     if splits.task == "classification":
         probs = prediction.probs
         return {
@@ -115,7 +125,7 @@ def evaluate(model, guide, splits, run: dict, num_samples: int, output: str) -> 
         low, high = x_train.min().item(), x_train.max().item()
         margin = 0.5 * (high - low)
         grid = torch.linspace(low - margin, high + margin, 200).unsqueeze(-1)
-        band = predict(model, guide, grid, num_samples=num_samples)
+        band = predict(model, guide, standardized(run, grid), num_samples=num_samples)
         plots.predictive_bands(
             grid.squeeze(-1), band.mean * scale + mean, band.total_variance.sqrt() * scale,
             os.path.join(output, "predictive_bands.png"), x_train=x_train.squeeze(-1),
@@ -131,7 +141,8 @@ def train(args, splits, net: nn.Module | None, train_set: TensorDataset, setting
 
     from pyro_bnn.infer import fit, save_checkpoint
 
-    train_set, settings["y_mean"], settings["y_std"] = standardized(splits, train_set)
+    settings.update(standardization(splits, train_set))
+    train_set = TensorDataset(*standardized(settings, *train_set.tensors))
     with pyro.get_param_store().scope():
         model, guide, rest = build(settings, splits, net, train_set)
         loader = DataLoader(rest, batch_size=min(args.batch_size, len(rest)), shuffle=True)
@@ -157,7 +168,7 @@ def load(path: str, run: dict, splits, net: nn.Module | None):
     """The model and guide of the FNP run saved at ``path``, and the checkpoint's state."""
     from pyro_bnn.infer import load_checkpoint
 
-    train_set, _, _ = standardized(splits, splits.train)
+    train_set = TensorDataset(*standardized(run, *splits.train.tensors))
     model, guide, _ = build(run, splits, net, train_set)
     state = load_checkpoint(path, model=model, guide=guide)
     return model, guide, state
