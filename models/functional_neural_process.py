@@ -147,6 +147,9 @@ class FunctionalNeuralProcess(PyroModule):
         self._check_targets(y, "the reference targets")
         self.register_buffer("reference_x", x.detach().clone())
         self.register_buffer("reference_y", y.detach().clone())
+        # Features kept for the old reference set no longer apply.
+        self.__dict__.pop("_reference_features", None)
+        self.__dict__.pop("_features", None)
 
     def _check_targets(self, y: torch.Tensor, name: str) -> None:
         if self.num_classes is not None:
@@ -177,23 +180,31 @@ class FunctionalNeuralProcess(PyroModule):
     # ------------------------------------------------------------- shared computations
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h_R, h)``: the torso on the reference set and on ``x`` in one pass.
+        """``(h_R, h)``: the torso on the reference set and on ``x``.
 
-        In training the guide runs first and the model after it on the same batch; the pass is
-        kept for that batch until a parameter of the torso changes (an optimizer step), so the
-        two share it instead of running the torso twice.
+        In training, one pass over both: the guide runs first and the model after it on the
+        same batch, and the pass is kept for that batch until a parameter of the torso changes
+        (an optimizer step), so the two share it.  Without gradients (prediction), the
+        reference set's features are kept until the torso or the reference set changes, and
+        only ``x`` goes through the torso: a predictive over many chunks of inputs pays for the
+        reference set once.
         """
-        key = None
-        if self.training and torch.is_grad_enabled():
-            versions = tuple(parameter._version for parameter in self.torso.parameters())
-            key = (x, x._version, self.reference_x._version, versions)
+        versions = (self.reference_x._version, self.training,
+                    tuple(parameter._version for parameter in self.torso.parameters()))  # fmt: skip
+        if not torch.is_grad_enabled():
+            cached = self.__dict__.get("_reference_features")
+            if cached is None or cached[0] != versions:
+                cached = (versions, self.torso(self.reference_x))
+                self.__dict__["_reference_features"] = cached
+            return cached[1], self.torso(x.to(self.reference_x))
+        if self.training:
             cached = self.__dict__.get("_features")
-            if cached is not None and cached[0][0] is x and cached[0][1:] == key[1:]:
-                return cached[1]
+            if cached is not None and cached[0] is x and cached[1] == (x._version, versions):
+                return cached[2]
         h = self.torso(torch.cat([self.reference_x, x.to(self.reference_x)]))
         result = (h[: self.reference_size], h[self.reference_size :])
-        if key is not None:
-            self.__dict__["_features"] = (key, result)
+        if self.training:
+            self.__dict__["_features"] = (x, (x._version, versions), result)
         return result
 
     def embedding_distribution(self, h: torch.Tensor) -> dist.Distribution:

@@ -200,3 +200,18 @@ def test_bad_input_gets_clear_errors():
         )
     with pytest.raises(TypeError, match="FunctionalNeuralProcess"):
         FunctionalNeuralProcessGuide(nn.Linear(2, 2))
+
+
+def test_prediction_reuses_the_reference_features_until_the_reference_set_changes():
+    model, guide = _regression(reference=5)
+    calls = []
+    model.torso.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    model.eval()
+    with torch.no_grad():
+        first = model.features(torch.randn(3, 2))[0]
+        model.features(torch.randn(4, 2))
+        assert calls == [5, 3, 4]
+        model.set_reference(torch.randn(6, 2), torch.randn(6))
+        replaced = model.features(torch.randn(2, 2))[0]
+    assert calls == [5, 3, 4, 6, 2]
+    assert first.shape == (5, 8) and replaced.shape == (6, 8)
