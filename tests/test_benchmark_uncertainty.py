@@ -135,12 +135,16 @@ def test_smoke_run_end_to_end(tmp_path, write_mnist_files, capsys):
     root = write_mnist_files(tmp_path / "fashion", num_images=60)
     output = tmp_path / "results.jsonl"
     common = ["--smoke", "--data-root", str(root), "--num-train", "20", "--num-validation",
-              "10", "--num-test", "20", "--num-samples", "2", "--output", str(output)]  # fmt: skip
+              "10", "--num-test", "20", "--num-samples", "2", "--output", str(output),
+              "--reference-size", "5"]  # fmt: skip
     uncertainty.main([*common, "--num-ood", "8", "--protocol", "ten-classes", "five-classes"])
     printed = capsys.readouterr().out
-    assert "| flow | 1 | 2 |" in printed
+    assert "| flow | 1 | 2 |" in printed and "| fnp-plus | 1 | 2 |" in printed
     assert "AUROC held-out-classes (H)" in printed
     assert printed.count("Target (flow: best mean AUROC") == 2
+    assert printed.count("| images | deterministic |") == 2  # the Table 6 form
+    assert "| held-out-classes (entropy / AUROC %) |" in printed
+    assert "| fnp | 5 |" in printed and "| fnp-plus | 5 |" in printed  # the Table 13 form
     records = [json.loads(line) for line in output.read_text().splitlines()]
     methods = list(uncertainty.METHODS)
     assert [(r["protocol"], r["method"]) for r in records] == [
@@ -152,6 +156,18 @@ def test_smoke_run_end_to_end(tmp_path, write_mnist_files, capsys):
     assert first["train_seconds_ratio_to_deterministic"] == pytest.approx(1.0)
     assert set(first["results"]["ood"]) == {"gaussian-noise", "uniform-noise", "digits"}
     assert records[3]["details"]["reused_deterministic_network"] is True
+    assert set(first["results"]["mean_entropy"]) == {"test", *first["results"]["ood"]}
+    fnps = [r for r in records if r["method"] in ("fnp", "fnp-plus")]
+    assert [r["details"]["plus"] for r in fnps] == [False, True, False, True]
+    for record in fnps:
+        details = record["details"]
+        assert record["settings"]["reference_size"] == 5
+        assert details["reference_size"] == 5 and details["num_data"] == 15
+        assert (details["dim_u"], details["dim_z"], details["free_bits"]) == (32, 64, 1.0)
+        assert sum(details["reference_class_counts"]) == 5
+        assert math.isfinite(record["results"]["mean_ood_entropy"])
+    # Stratified: the five-class protocol's reference set has one image of each class.
+    assert fnps[2]["details"]["reference_class_counts"] == [1, 1, 1, 1, 1]
 
     output.unlink()
     uncertainty.main([*common, "--random-labels", "--methods", "flow", "deterministic"])
@@ -160,6 +176,44 @@ def test_smoke_run_end_to_end(tmp_path, write_mnist_files, capsys):
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["method"] for r in records] == ["deterministic", "flow"]
     assert {"train_accuracy", "test_accuracy"} <= set(records[1]["results"])
+
+
+def test_fnp_torso_and_tables():
+    torso = uncertainty.fnp_torso(10)
+    assert torso(torch.zeros(3, 1, 28, 28)).shape == (3, uncertainty.FNP_FEATURE_DIM)
+    assert isinstance(torso[-1], torch.nn.ReLU)
+    assert [name for name, _ in torso.named_children()][-2:] == ["fc1", "relu3"]
+
+    labels = torch.tensor([0, 1, 2, 0])
+    confident = torch.full((2, 4, 3), 0.05)
+    confident[:, torch.arange(4), labels] = 0.9
+    flat = _prediction(torch.full((2, 5, 3), 1 / 3))
+    row = uncertainty.evaluate(_prediction(confident), labels, {"a": flat, "b": flat})
+    assert row["mean_entropy"]["a"] == pytest.approx(math.log(3))
+    assert row["mean_ood_entropy"] == pytest.approx(math.log(3))
+    rows = {"deterministic": row, "fnp": row}
+    table = uncertainty.table6(rows)
+    assert "| test (entropy / error %) | 0.39 / 0.00 | 0.39 / 0.00 |" in table
+    assert "| average OOD (entropy / AUROC %) | 1.10±0.00 / 100.00±0.00 |" in table
+    table = uncertainty.reference_size_table(rows, 300)
+    assert "| fnp | 300 | 0.00 | 1.10±0.00 | 100.00±0.00 |" in table
+    assert "deterministic" not in table
+
+
+def test_reference_size_must_leave_training_images(tmp_path, write_mnist_files, capsys):
+    root = write_mnist_files(tmp_path / "fashion", num_images=60)
+    arguments = ["--smoke", "--data-root", str(root), "--num-train", "20", "--num-validation",
+                 "10", "--reference-size", "20"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        uncertainty.main(arguments)
+    assert "--reference-size (20) must be smaller than --num-train (20)" in capsys.readouterr().err
+    # Without the FNPs the size does not matter.
+    assert uncertainty.parse_arguments([*arguments, "--methods", "flow"]).reference_size == 20
+    experiment = uncertainty.prepare_experiment(_labelled(60), _labelled(20), num_validation=10)
+    settings = uncertainty.Settings(reference_size=50)
+    with pytest.raises(ValueError, match="leaves none of the 50"):
+        uncertainty.check_reference_size(experiment, settings, ["fnp"])
+    uncertainty.check_reference_size(experiment, settings, ["flow"])
 
 
 def test_missing_data_is_reported_clearly(tmp_path, capsys):

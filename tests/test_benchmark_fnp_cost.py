@@ -1,0 +1,64 @@
+"""benchmarks/fnp_cost.py: a tiny run of every step, its record and its table."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fnp_cost.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("benchmark_fnp_cost", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fnp_cost = _load_script()
+
+
+def test_smoke_run_times_every_step_and_records_it(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    output = tmp_path / "results.jsonl"
+    record = fnp_cost.main(["--smoke", "--threads", "1", "--repeats", "3", "--output", str(output)])
+    assert torch.get_num_threads() == threads  # restored
+    printed = capsys.readouterr().out
+    assert "| deterministic | 10 |" in printed and "| fnp-plus-graph | 0 |" in printed
+    assert "Target (an FNP step <= 3x the deterministic step): " in printed
+    assert "Profile of one fnp-graph step" in printed
+    (line,) = output.read_text().splitlines()
+    saved = json.loads(line)
+    assert saved == json.loads(json.dumps(record))
+    assert saved["benchmark"] == "fnp_cost" and saved["smoke"] is True
+    assert {"command", "date", "machine", "commit"} <= set(saved)
+    assert saved["settings"]["reference_size"] == 20 and saved["settings"]["batch_size"] == 10
+    assert set(saved["median_ms"]) == set(fnp_cost.KINDS)
+    assert all(len(times) == 3 for times in saved["times_ms"].values())
+    assert saved["ratio_to_deterministic"]["deterministic"] == pytest.approx(1.0)
+    assert saved["target_holds"] == all(
+        saved["ratio_to_deterministic"][name] <= 3 for name in ("fnp", "fnp-plus")
+    )
+    assert 0 < saved["breakdown"]["fnp"]["torso_share"] < 1
+    assert 0 <= saved["graph_profile"]["pairwise_share"] <= 1
+
+
+def test_smoke_run_records_nothing_by_default(capsys):
+    fnp_cost.main(["--smoke", "--threads", "1", "--repeats", "1", "--warmup", "0"])
+    assert "(smoke run: nothing recorded)" in capsys.readouterr().out
+
+
+def test_torso_is_lenet5_up_to_its_500_unit_layer():
+    torso = fnp_cost.lenet_torso()
+    assert torso(torch.zeros(2, 1, 28, 28)).shape == (2, 500)
+    assert [name for name, _ in torso.named_children()][-2:] == ["fc1", "relu3"]
+
+
+def test_bad_options_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        fnp_cost.parse_arguments(["--reference-size", "0"])
+    assert "--reference-size must be a positive integer" in capsys.readouterr().err
