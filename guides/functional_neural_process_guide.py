@@ -2,8 +2,10 @@
 
 ``q(U, G, A, Z | X) = p(U | X) p(G | U_R) p(A | U) prod_i q(z_i | x_i)``: the embeddings and
 both graphs are drawn from the model's own conditionals, so their terms of the bound cancel
-(``log p - log q = 0`` draw by draw), and each local latent ``z_i`` has the amortized Gaussian
-``q(z_i | x_i)`` whose heads the model's conditional prior reuses (``mu_theta = mu_q + m_y``).
+(``log p - log q = 0`` draw by draw; both leave them out of their densities, see
+:func:`~pyro_bnn.models.functional_neural_process.unscored`), and each local latent ``z_i``
+has the amortized Gaussian ``q(z_i | x_i)`` whose heads the model's conditional prior reuses
+(``mu_theta = mu_q + m_y``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 
-from pyro_bnn.models.functional_neural_process import FunctionalNeuralProcess
+from pyro_bnn.models.functional_neural_process import FunctionalNeuralProcess, unscored
 
 
 class FunctionalNeuralProcessGuide(PyroModule):
@@ -46,16 +48,17 @@ class FunctionalNeuralProcessGuide(PyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         model = self.model
-        h_reference, h = model.features(x)
+        h_reference, h = model.features(x, keep=True)
         reference_plate, data_plate = model.plates(len(x))
-        with reference_plate:
+        with reference_plate, unscored():
             u_reference = pyro.sample("reference.u", model.embedding_distribution(h_reference))
         if not model.training:
             return
-        with data_plate:
+        with data_plate, unscored():
             u = pyro.sample("u", model.embedding_distribution(h))
             parents = pyro.sample("parents", model.parents_distribution(u, u_reference))
-        dag = pyro.sample("reference.dag", model.dag_distribution(u_reference))
+        with unscored():
+            dag = pyro.sample("reference.dag", model.dag_distribution(u_reference))
         posterior = model.inference_distribution(h)
         posterior_reference = model.inference_distribution(h_reference)
         messages = model.messages(h_reference)

@@ -48,7 +48,13 @@ def rbf_edge_logits(
     :param parents: ``(..., K, d)``.
     :returns: ``(..., B, K)``: the logit of ``parents[j]`` being a parent of ``children[i]``.
     """
-    squared = (children.unsqueeze(-2) - parents.unsqueeze(-3)).square().sum(-1)
+    # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b: one matrix product instead of a (B, K, d)
+    # tensor of differences; rounding can make it slightly negative.
+    squared = (
+        children.square().sum(-1, keepdim=True)
+        + parents.square().sum(-1).unsqueeze(-2)
+        - 2 * children @ parents.transpose(-1, -2)
+    ).clamp(min=0)
     log_g = -0.5 * squared / log_length_scale.exp()
     # log(1 - g) = log(-expm1(log g)), kept above -MAX_EDGE_LOGIT: g = 1 has no finite logit.
     log_not_g = torch.log(-torch.expm1(log_g).clamp(max=-math.exp(-MAX_EDGE_LOGIT)))

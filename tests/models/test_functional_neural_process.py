@@ -215,3 +215,23 @@ def test_prediction_reuses_the_reference_features_until_the_reference_set_change
         replaced = model.features(torch.randn(2, 2))[0]
     assert calls == [5, 3, 4, 6, 2]
     assert first.shape == (5, 8) and replaced.shape == (6, 8)
+
+
+def test_a_second_loss_on_the_same_batch_runs_the_torso_afresh():
+    # Gradient accumulation: two losses and backward passes on one batch without a step.
+    model, guide = _regression()
+    x, y = torch.randn(4, 2), torch.randn(4)
+    for _ in range(2):
+        pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x, y).backward()
+
+
+def test_shared_sites_are_left_out_of_both_densities():
+    model, guide = _regression()
+    x, y = torch.randn(4, 2), torch.randn(4)
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    for trace in (guide_trace, model_trace):
+        trace.compute_log_prob()
+        for name in ("reference.u", "u", "parents", "reference.dag"):
+            assert (trace.nodes[name]["log_prob"] == 0).all()
+        assert trace.nodes["z"]["log_prob"].abs().sum() > 0
