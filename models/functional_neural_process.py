@@ -208,11 +208,16 @@ class FunctionalNeuralProcess(PyroModule):
         versions = (self.reference_x._version, self.training,
                     tuple(parameter._version for parameter in self.torso.parameters()))  # fmt: skip
         if not torch.is_grad_enabled():
+            # Keyed by the torso's values, not only their versions: a fused optimizer updates
+            # parameters in place without bumping their version counters.
+            state = [tensor.detach() for tensor in self.torso.state_dict().values()]
+            fingerprint = torch.stack([tensor.double().sum() for tensor in state] or [
+                torch.zeros((), dtype=torch.float64)])  # fmt: skip
             cached = self.__dict__.get("_reference_features")
-            if cached is None or cached[0] != versions:
-                cached = (versions, self.torso(self.reference_x))
+            if cached is None or cached[0] != versions or not torch.equal(cached[1], fingerprint):
+                cached = (versions, fingerprint, self.torso(self.reference_x))
                 self.__dict__["_reference_features"] = cached
-            return cached[1], self.torso(x.to(self.reference_x))
+            return cached[2], self.torso(x.to(self.reference_x))
         kept = self.__dict__.pop("_features", None)
         if not keep and kept is not None and kept[0] is x and kept[1] == (x._version, versions):
             return kept[2]

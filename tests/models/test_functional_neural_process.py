@@ -235,3 +235,19 @@ def test_shared_sites_are_left_out_of_both_densities():
         for name in ("reference.u", "u", "parents", "reference.dag"):
             assert (trace.nodes[name]["log_prob"] == 0).all()
         assert trace.nodes["z"]["log_prob"].abs().sum() > 0
+
+
+def test_prediction_sees_parameters_a_fused_optimizer_changed_in_place():
+    model, _ = _regression(reference=5)
+    model.eval()
+    x = torch.randn(3, 2)
+    with torch.no_grad():
+        before = model.features(x)[0].clone()
+    optimizer = torch.optim.Adam(model.torso.parameters(), lr=0.1, fused=True)
+    model.torso(torch.randn(4, 2)).square().sum().backward()
+    optimizer.step()  # in place, without bumping the parameters' version counters
+    with torch.no_grad():
+        after = model.features(x)[0]
+        expected = model.torso(model.reference_x)
+    torch.testing.assert_close(after, expected)
+    assert not torch.equal(after, before)
