@@ -388,14 +388,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--output",
-        default=None,
-        help="JSON lines file to append to (default benchmarks/results.jsonl; none for --smoke)",
-    )
-    parser.add_argument(
-        "--smoke", action="store_true", help="tiny sizes, two repetitions: checks that it runs"
-    )
+    provenance.add_record_options(parser, "tiny sizes, two repetitions: checks that it runs")
     options = parser.parse_args(argv)
     for key, value in DEFAULTS.items():
         if getattr(options, key) is None:

@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-test", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true", help="a few steps of everything")
-    parser.add_argument("--output", default=None, help="JSON lines file (default: results.jsonl)")
+    provenance.add_record_options(parser, "a few steps of everything")
     args = parser.parse_args(argv)
     if args.smoke:
         args.nuts_warmup = args.nuts_samples = 10

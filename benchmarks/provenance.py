@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -46,3 +47,14 @@ def run(script: str, argv: list[str] | None, threads: int) -> dict[str, str]:
         "machine": machine(threads),
         "commit": commit(),  # the code that runs, not what HEAD is by the end
     }
+
+
+def add_record_options(parser: argparse.ArgumentParser, smoke: str) -> None:
+    """``--output`` (the JSON lines file a run appends to) and ``--smoke`` (a quick check
+    that records nothing unless ``--output`` is given), described by ``smoke``."""
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON lines file to append to (default benchmarks/results.jsonl; none for --smoke)",
+    )
+    parser.add_argument("--smoke", action="store_true", help=smoke)

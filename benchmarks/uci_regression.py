@@ -413,14 +413,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--output",
-        default=None,
-        help="JSON lines file to append to (default benchmarks/results.jsonl; none for --smoke)",
-    )
-    parser.add_argument(
-        "--smoke", action="store_true", help="2 splits of 2 epochs, to check that everything runs"
-    )
+    provenance.add_record_options(parser, "2 splits of 2 epochs, to check that everything runs")
     options = parser.parse_args(argv)
     if options.smoke:
         options.splits, options.epochs = 2, 2

@@ -1,25 +1,13 @@
 """benchmarks/fnp_cost.py: a tiny run of every step, its record and its table."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fnp_cost.py"
+from .benchmark_scripts import load_benchmark
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_fnp_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fnp_cost = _load_script()
+fnp_cost = load_benchmark("fnp_cost")
 
 
 def test_smoke_run_times_every_step_and_records_it(tmp_path, capsys):

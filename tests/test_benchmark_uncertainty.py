@@ -1,11 +1,8 @@
 """benchmarks/uncertainty.py: its scores and verdicts, and a tiny run end to end on a fake
 Fashion-MNIST (random images in the IDX layout)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,19 +10,9 @@ from torch.utils.data import TensorDataset
 
 from pyro_bnn.infer import ClassificationPrediction
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "uncertainty.py"
+from .benchmark_scripts import load_benchmark
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_uncertainty", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # Dataclasses look their module up while the class is made.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-uncertainty = _load_script()
+uncertainty = load_benchmark("uncertainty")
 
 
 def _prediction(probs_samples) -> ClassificationPrediction:
