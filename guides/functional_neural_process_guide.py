@@ -62,16 +62,19 @@ class FunctionalNeuralProcessGuide(PyroModule):
         posterior = model.inference_distribution(h)
         posterior_reference = model.inference_distribution(h_reference)
         messages = model.messages(h_reference)
-        with torch.no_grad():
-            kl = (
-                torch.distributions.kl_divergence(
-                    posterior, model.conditional_prior(parents, messages)
-                ).sum()
-                + torch.distributions.kl_divergence(
-                    posterior_reference, model.conditional_prior(dag, messages)
-                ).sum()
-            )
-        model.update_free_bits(kl, len(x) + model.reference_size)
+        if model.free_bits is not None and torch.is_grad_enabled():
+            # Only a training step moves the controller (a diagnostic draw under no_grad
+            # leaves the model as it was), and only when free bits are on is the KL needed.
+            with torch.no_grad():
+                kl = (
+                    torch.distributions.kl_divergence(
+                        posterior, model.conditional_prior(parents, messages)
+                    ).sum()
+                    + torch.distributions.kl_divergence(
+                        posterior_reference, model.conditional_prior(dag, messages)
+                    ).sum()
+                )
+            model.update_free_bits(kl, len(x) + model.reference_size)
         with poutine.scale(scale=model.free_bits_weight):
             with data_plate:
                 pyro.sample("z", posterior)

@@ -190,12 +190,16 @@ def _shrink(name: str, value: np.ndarray, dims: list[str], max_entries: int | No
     return name, value[(slice(None), slice(None), *index)], thinned, coords
 
 
-def _datatree(collector: _Collector, num_chains: int, stats: dict, attrs: dict,
-              max_entries: int | None, large: str):  # fmt: skip
+def _check_shrink(max_entries: int | None, large: str) -> None:
+    """Refuse bad ``max_entries`` / ``large`` before any draw is made."""
     if large not in LARGE_SITES:
         raise ValueError(f"large must be one of {', '.join(LARGE_SITES)}, got {large!r}")
     if max_entries is not None and not (isinstance(max_entries, int) and max_entries >= 1):
         raise ValueError(f"max_entries must be a positive integer or None, got {max_entries!r}")
+
+
+def _datatree(collector: _Collector, num_chains: int, stats: dict, attrs: dict,
+              max_entries: int | None, large: str):  # fmt: skip
     posterior, dims, coords = {}, {}, {}
     for name in collector.names:
         new, value, new_dims, new_coords = _shrink(
@@ -274,6 +278,7 @@ def from_svi(
         ``sample_stats`` has ``lp`` and ``log_q``.
     """
     check_num_samples(num_samples)
+    _check_shrink(max_entries, large)
     require_trained(guide, "from_svi")
     check_batch(model, args)
     collector, log_q = None, []
@@ -328,6 +333,7 @@ def from_mcmc(
     :param var_names, max_entries, large: as for :func:`from_svi`.
     :returns: an ``xarray.DataTree``; ``sample_stats`` has ``lp`` and ``diverging``.
     """
+    _check_shrink(max_entries, large)
     samples = _mcmc_samples(mcmc)
     if not args and not kwargs:
         args, kwargs = mcmc._args or (), mcmc._kwargs or {}

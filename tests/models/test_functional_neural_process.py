@@ -251,3 +251,14 @@ def test_prediction_sees_parameters_a_fused_optimizer_changed_in_place():
         expected = model.torso(model.reference_x)
     torch.testing.assert_close(after, expected)
     assert not torch.equal(after, before)
+
+
+def test_guide_draws_without_gradients_leave_the_free_bits_alone():
+    model, guide = _regression(free_bits=1.0)
+    x, y = torch.randn(4, 2), torch.randn(4)
+    before = model.free_bits_weight.clone()
+    with torch.no_grad():
+        poutine.trace(guide).get_trace(x, y)
+    assert torch.equal(model.free_bits_weight, before)
+    pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x, y)  # a training step moves it
+    assert not torch.equal(model.free_bits_weight, before)
