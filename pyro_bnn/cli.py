@@ -79,6 +79,7 @@ import torch
 
 from pyro_bnn import cli_fnp
 from pyro_bnn.cli_fnp import FNP_METHODS
+from pyro_bnn.metrics import classification_report
 from pyro_bnn.util import atomic_write_json
 
 #: The structured methods of Louizos' thesis and seed 004 (:mod:`pyro_bnn.models.structured`).
@@ -670,17 +671,6 @@ def _prediction_batch(net, num_samples: int) -> int:
     return max(1, CONV_EXAMPLES_PER_PASS // num_samples) if convolutional else DEFAULT_BATCH_SIZE
 
 
-def _test_metrics(probs: torch.Tensor, y_test: torch.Tensor) -> dict:
-    from pyro_bnn import metrics as quality
-
-    return {
-        "error": 1.0 - quality.accuracy(probs, y_test),
-        "accuracy": quality.accuracy(probs, y_test),
-        "nll": quality.negative_log_likelihood(probs, y_test),
-        "ece": quality.expected_calibration_error(probs, y_test),
-    }
-
-
 def _fit_reporting_collapse(*args, **kwargs):
     """``pyro_bnn.infer.fit``, with a posterior-collapse warning printed as one line of the
     command's stderr instead of Python's two-line warning format."""
@@ -869,7 +859,7 @@ def train(args) -> dict:
             )
         result.update(evaluation)
         _plot_statistics(statistics, result["pruned"]["threshold"], args.output)
-    result["test"] = _test_metrics(probs, y_test)
+    result["test"] = classification_report(probs, y_test)
     plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
     atomic_write_json(os.path.join(args.output, "metrics.json"), result)
     result["output"] = args.output
@@ -913,7 +903,7 @@ def evaluate(args) -> dict:
         if "interrupted" in state["extra"]:
             result["interrupted"] = state["extra"]["interrupted"]
         result.update(evaluation)
-    result["test"] = _test_metrics(probs, y_test)
+    result["test"] = classification_report(probs, y_test)
     atomic_write_json(os.path.join(args.output, "evaluation.json"), result)
     result["output"] = args.output
     result["wrote"] = f"{args.output}/evaluation.json"

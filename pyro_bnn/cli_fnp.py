@@ -104,12 +104,8 @@ def evaluate(model, guide, splits, run: dict, num_samples: int, output: str) -> 
     model.eval()
     prediction = predict(model, guide, standardized(run, x_test), num_samples=num_samples)
     if splits.task == "classification":
-        probs = prediction.probs
         return {
-            "error": 1.0 - metrics.accuracy(probs, y_test),
-            "accuracy": metrics.accuracy(probs, y_test),
-            "nll": metrics.negative_log_likelihood(probs, y_test),
-            "ece": metrics.expected_calibration_error(probs, y_test),
+            **metrics.classification_report(prediction.probs, y_test),
             "mean_entropy": prediction.entropy.mean().item(),
         }
     mean, scale = run["y_mean"], run["y_std"]

@@ -146,11 +146,7 @@ def write_diagnostics(
     if not isinstance(prediction, ClassificationPrediction):
         raise ValueError("write_diagnostics diagnoses classifiers; the model is a regression")
     probs, labels = prediction.probs, test[1]
-    report["test"] = {
-        "error": 1.0 - metrics.accuracy(probs, labels),
-        "nll": metrics.negative_log_likelihood(probs, labels),
-        "ece": metrics.expected_calibration_error(probs, labels),
-    }
+    report["test"] = metrics.classification_report(probs, labels)
     plots.reliability_diagram(
         probs, labels, path=os.path.join(directory, "reliability_diagram.png")
     )

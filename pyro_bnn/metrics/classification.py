@@ -209,3 +209,16 @@ def expected_calibration_error(
     gaps = (curve.accuracy[occupied] - curve.confidence[occupied]).abs()
     weights = curve.counts[occupied].double() / len(labels)
     return (weights * gaps).sum().item()
+
+
+def classification_report(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """``{"error", "accuracy", "nll", "ece"}``: the scores every classifier's evaluation
+    reports (:func:`accuracy`, :func:`negative_log_likelihood`, equal-width
+    :func:`expected_calibration_error` with 15 bins)."""
+    correct = accuracy(probs, labels)
+    return {
+        "error": 1.0 - correct,
+        "accuracy": correct,
+        "nll": negative_log_likelihood(probs, labels),
+        "ece": expected_calibration_error(probs, labels),
+    }

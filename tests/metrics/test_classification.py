@@ -270,3 +270,19 @@ def test_bins_must_be_a_positive_integer(metric, num_bins):
 def test_unknown_binning(metric):
     with pytest.raises(ValueError, match="unknown binning 'quantile'; use one of equal_width"):
         metric(torch.full((2, 2), 0.5), torch.tensor([0, 1]), binning="quantile")
+
+
+def test_classification_report_gathers_the_scores_of_a_hand_computed_case():
+    from pyro_bnn.metrics import classification_report
+
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]])
+    labels = torch.tensor([0, 0, 0])
+    report = classification_report(probs, labels)
+    # Two of three right; NLL = -(log 0.9 + log 0.4 + log 0.7) / 3.
+    assert report["accuracy"] == pytest.approx(2 / 3)
+    assert report["error"] == pytest.approx(1 / 3)
+    expected_nll = -(math.log(0.9) + math.log(0.4) + math.log(0.7)) / 3
+    assert report["nll"] == pytest.approx(expected_nll, rel=1e-6)
+    # Equal-width bins of 15: confidences 0.9, 0.6, 0.7 each alone in a bin, correct, wrong,
+    # correct: ECE = (0.1 + 0.6 + 0.3) / 3.
+    assert report["ece"] == pytest.approx(1.0 / 3, rel=1e-6)
