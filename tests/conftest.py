@@ -1,9 +1,16 @@
+import os
+
 import numpy as np
 import pyro
 import pytest
 import torch
 
-from pyro_bnn.data import write_idx
+# Without CUDA, Triton kernels run in Triton's interpreter, which reads this variable when a
+# kernel is decorated: set it before anything imports Triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pyro_bnn.data import write_idx  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

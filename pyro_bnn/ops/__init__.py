@@ -5,13 +5,22 @@ implementation every locally reparameterized layer goes through.  The weight pro
 (:class:`StochasticWeight` and its kinds :class:`GaussianWeight`, :class:`ScaledWeight`,
 :class:`MatrixNormalWeight`, :class:`ConditionedMatrixNormalWeight`) routes a model's
 ordinary ``F.linear`` / ``F.conv{1,2,3}d`` calls to them; :func:`batched_linear` and
-:func:`batched_conv` accept weights with sample dimensions.
+:func:`batched_conv` accept weights with sample dimensions.  On CUDA with Triton installed,
+:func:`sampled_linear` runs a fused Triton kernel (:func:`fused_sampled_linear`; Triton is
+imported only then).
 """
 
 from .batched import batched_conv, batched_linear
 from .conditioned_matrix_normal_weight import (
     ConditionedMatrixNormalWeight,
     conditioned_matrix_normal_linear,
+)
+from .fused_linear import (
+    fused_kernel,
+    fused_kernel_applies,
+    fused_kernel_enabled,
+    fused_noise,
+    fused_sampled_linear,
 )
 from .gaussian_weight import GaussianWeight
 from .local_reparameterization import local_reparameterization, local_reparameterization_enabled
@@ -38,6 +47,11 @@ __all__ = [
     "batched_linear",
     "conditioned_matrix_normal_linear",
     "find_handler",
+    "fused_kernel",
+    "fused_kernel_applies",
+    "fused_kernel_enabled",
+    "fused_noise",
+    "fused_sampled_linear",
     "local_reparameterization",
     "local_reparameterization_enabled",
     "materialize",

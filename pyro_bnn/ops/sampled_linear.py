@@ -31,6 +31,11 @@ The multiplicative noises of the seeds' layers fold into the same formula
 No function builds a (batch, in, out) temporary: the variance is one more GEMM (or
 convolution) with squared inputs.  Weights may carry leading sample dimensions
 (:mod:`~pyro_bnn.ops.batched`).
+
+On CUDA with Triton installed, :func:`sampled_linear` without ``noise`` runs the fused kernel
+of :mod:`~pyro_bnn.ops.fused_linear` (both products from one read of the inputs, the
+noise drawn in the kernel); everything else is the torch code below, the reference the kernel
+is tested against.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from __future__ import annotations
 import torch
 
 from .batched import batched_conv, batched_linear
+from .fused_linear import fused_kernel_applies, fused_sampled_linear
 
 
 def _standard_deviation(variance: torch.Tensor) -> torch.Tensor:
@@ -91,8 +97,8 @@ def sampled_linear(
     :param input_scale: optional multiplicative noise on the inputs, broadcastable to ``x``
         (one value per example and input unit, or per input unit).
     :param noise: optional standard-normal draws of shape ``(..., out)``; drawn with
-        ``torch.randn`` when omitted.  Passing it makes the output a deterministic function,
-        which tests use.
+        ``torch.randn`` when omitted (by the fused kernel on CUDA, see the module's
+        docstring).  Passing it makes the output a deterministic function, which tests use.
     :param output_scale: optional multiplicative noise per example (or per batch) and output
         unit, broadcastable to the output; scales the mean by z and the variance by z**2.
     :param scale_variance: whether the scales enter the variance too (Bayesian compression:
@@ -102,6 +108,13 @@ def sampled_linear(
         false).
     """
     _check_moments(weight_mean, weight_var, bias_mean, bias_var)
+    if noise is None and fused_kernel_applies(
+        x, weight_mean, weight_var, bias_mean, bias_var, input_scale, output_scale
+    ):
+        return fused_sampled_linear(
+            x, weight_mean, weight_var, bias_mean, bias_var, input_scale,
+            output_scale=output_scale, scale_variance=scale_variance,
+        )  # fmt: skip
     scaled = x if input_scale is None else x * input_scale
     mean = batched_linear(scaled, weight_mean, bias_mean)
     variance = batched_linear((scaled if scale_variance else x).square(), weight_var, bias_var)
