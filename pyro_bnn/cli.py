@@ -36,6 +36,12 @@ current step, writes ``checkpoint.pt`` and exits with status 130; ``--resume`` c
 restarting the interrupted epoch.  Ctrl-C during deterministic training (the baseline or
 ``--pretrain-epochs``) stops at once: it keeps no checkpoint to resume from.
 
+Started by ``torchrun --nproc-per-node P`` (``WORLD_SIZE`` > 1), ``pyro-bnn train`` trains the
+Bayesian methods data-parallel (:mod:`pyro_bnn.infer.distributed`): each process draws
+``--batch-size`` examples per step (the global batch is P times larger) and the gradients are
+averaged; rank 0 evaluates and writes every file.  ``--pretrain-epochs`` runs whole in every
+process; the deterministic baseline is not split and is refused.
+
 ``pyro-bnn evaluate`` loads the run saved in ``--output`` (``checkpoint.pt``, read with
 ``weights_only=True``), rebuilds its network from the recorded options, evaluates it on the test
 set (error, NLL, ECE; pruned error and compression for the Bayesian methods) and prints the
@@ -325,10 +331,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     from pyro_bnn.infer import TrainingInterrupted
+    from pyro_bnn.infer.distributed import environment_world_size
 
     try:
         if args.command == "train":
-            _print_summary(train(args))
+            result = train(args)
+            if result is not None:  # None: a process other than rank 0
+                _print_summary(result)
+        elif environment_world_size() > 1:
+            raise ValueError(
+                f"pyro-bnn {args.command} runs in one process: start it without torchrun "
+                "(data-parallel training is pyro-bnn train's)"
+            )
         elif args.command == "evaluate":
             _print_summary(evaluate(args))
         elif args.command == "diagnose":
@@ -373,6 +387,13 @@ def _fill_defaults(args, data: str) -> None:
 
 
 def _check_arguments(args) -> None:
+    from pyro_bnn.infer.distributed import environment_world_size
+
+    if args.method == "deterministic" and environment_world_size() > 1:
+        raise ValueError(
+            "--method deterministic trains in one process: start it without torchrun "
+            "(data-parallel training runs the Bayesian methods)"
+        )
     for name in ("epochs", "batch_size", "num_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -543,17 +564,19 @@ def _scheduler(kind: str, epochs: int):
 
 def _load_data(name: str, data_root: str | None):
     from pyro_bnn.data import fashion_mnist_available, load_dataset
+    from pyro_bnn.infer.distributed import is_main_process
 
     if name == "auto":
         if fashion_mnist_available(data_root):
             name = "fashion-mnist"
         else:
-            print(
-                "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
-                "using scikit-learn's bundled 8x8 digits instead.",
-                file=sys.stderr,
-            )
             name = "digits"
+            if is_main_process():  # once, not once per data-parallel process
+                print(
+                    "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
+                    "using scikit-learn's bundled 8x8 digits instead.",
+                    file=sys.stderr,
+                )
     splits = load_dataset(name, data_root)
     if splits.task != "classification" and name not in REGRESSION_DATASETS:
         raise ValueError(f"pyro-bnn train classifies images; {name} is a {splits.task} task")
@@ -694,16 +717,31 @@ def _fit_reporting_collapse(*args, **kwargs):
     return records
 
 
-def train(args) -> dict:
-    """Run ``pyro-bnn train`` with parsed arguments; returns the metrics it wrote."""
+def train(args) -> dict | None:
+    """Run ``pyro-bnn train`` with parsed arguments; returns the metrics it wrote (``None`` in a
+    data-parallel process other than rank 0, which writes nothing).
+
+    Under ``torchrun`` the process joins the others once its options are checked (a refused
+    option fails every process alike, before any waits for another) and leaves the process
+    group when its part is done: training, and for rank 0 the evaluation and the files.
+    """
+    from pyro_bnn.infer.distributed import process_group
+
+    _check_arguments(args)
+    with process_group():
+        return _train(args)
+
+
+def _train(args) -> dict | None:
+    """:func:`train` after the options are checked, in the process group if there is one."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from pyro_bnn.baselines import predict_deterministic, train_deterministic
     from pyro_bnn.infer.checkpoint import atomic_save
+    from pyro_bnn.infer.distributed import barrier, is_main_process, world_size
 
     from . import plots
 
-    _check_arguments(args)
     _check_output(args)
     payload, saved = _read_run(args.output) if args.resume else (None, None)
     if args.threads:
@@ -739,6 +777,7 @@ def train(args) -> dict:
         "num_train": len(train_set),
         "penalty": args.penalty,
         "std_caps": args.std_caps,
+        "processes": world_size(),
     }
     if args.method in FNP_METHODS:
         if splits.task == "regression":
@@ -753,7 +792,8 @@ def train(args) -> dict:
             )
     if args.resume:
         _check_resumable(args, payload, saved, settings)
-    if args.method != "deterministic" and args.epochs < args.kl_warmup_epochs:
+    main = is_main_process()
+    if main and args.method != "deterministic" and args.epochs < args.kl_warmup_epochs:
         source = "--kl-warmup-epochs" if warmup_given else f"the default for {splits.name}"
         print(
             f"pyro-bnn: warning: --epochs {args.epochs} is shorter than the KL warm-up of "
@@ -761,15 +801,19 @@ def train(args) -> dict:
             "the result is not the ELBO's posterior",
             file=sys.stderr,
         )
-    # Everything is checked; from here on the output directory changes.
-    if args.overwrite or args.resume:
-        _remove_outputs(args.output, keep=(CHECKPOINT,) if args.resume else ())
-    os.makedirs(args.output, exist_ok=True)
+    # Everything is checked, in every process before any goes on; from here on the output
+    # directory changes, by rank 0's hand only.
+    barrier()
+    if main:
+        if args.overwrite or args.resume:
+            _remove_outputs(args.output, keep=(CHECKPOINT,) if args.resume else ())
+        os.makedirs(args.output, exist_ok=True)
     torch.manual_seed(args.seed)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
 
     recorded = ("command", "method", "arch", "data", "epochs", "batch_size", "lr", "lr_schedule",
-                "pretrain_epochs", "seed", "num_train", "penalty", "std_caps")  # fmt: skip
+                "pretrain_epochs", "seed", "num_train", "penalty", "std_caps",
+                "processes")  # fmt: skip
     result: dict = {
         **{key: settings[key] for key in recorded},
         "num_test": len(x_test),
@@ -783,6 +827,8 @@ def train(args) -> dict:
         result["test"], result["history"] = cli_fnp.train(
             args, splits, net, train_set, settings, checkpoint
         )
+        if not main:
+            return None
         result["train_seconds"] = time.perf_counter() - started
         result.update({key: settings[key] for key in ("dim_u", "dim_z", "reference_size")})
         plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
@@ -852,6 +898,8 @@ def train(args) -> dict:
                 callback=callback,
                 progress=not args.quiet,
             )
+            if not main:
+                return None  # rank 0 evaluates and writes the run's files
             result["train_seconds"] = time.perf_counter() - started
             result["history"] = [vars(record) for record in records]
             probs, evaluation, statistics = _evaluate_bayesian(

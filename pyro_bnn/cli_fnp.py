@@ -131,11 +131,14 @@ def evaluate(model, guide, splits, run: dict, num_samples: int, output: str) -> 
 
 
 def train(args, splits, net: nn.Module | None, train_set: TensorDataset, settings: dict,
-          checkpoint: str) -> tuple[dict, list]:  # fmt: skip
-    """Train and evaluate the FNP of ``settings``; returns ``(test metrics, history)``."""
+          checkpoint: str) -> tuple[dict | None, list]:  # fmt: skip
+    """Train and evaluate the FNP of ``settings``; returns ``(test metrics, history)``.  In
+    data-parallel training, rank 0 alone saves and evaluates; the others return ``None`` for
+    the metrics."""
     import pyro
 
     from pyro_bnn.infer import fit, save_checkpoint
+    from pyro_bnn.infer.distributed import is_main_process
 
     settings.update(standardization(splits, train_set))
     train_set = TensorDataset(*standardized(settings, *train_set.tensors))
@@ -151,6 +154,8 @@ def train(args, splits, net: nn.Module | None, train_set: TensorDataset, setting
             checkpoint_extra={"run": settings}, progress=not args.quiet,
         )  # fmt: skip
         history = [vars(record) for record in records]
+        if not is_main_process():
+            return None, history
         if not per_epoch:
             save_checkpoint(
                 checkpoint, model=model, guide=guide, epoch=len(records), history=history,

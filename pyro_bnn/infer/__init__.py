@@ -1,9 +1,11 @@
-"""Inference: the ELBO, the training loop, checkpoints and the posterior predictive."""
+"""Inference: the ELBO, the training loop (in one process or data-parallel), checkpoints and the
+posterior predictive."""
 
 from pyro_bnn.guides.auxiliary import auxiliary_log_density
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .collapse import PosteriorCollapseWarning
+from .distributed import OtherProcessError, init_distributed, is_main_process
 from .fit import EpochRecord, NonFiniteLossError, TrainingInterrupted, check_batch, fit
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
 from .posterior import posterior_samples
@@ -17,6 +19,7 @@ __all__ = [
     "EpochRecord",
     "KLWeight",
     "NonFiniteLossError",
+    "OtherProcessError",
     "PosteriorCollapseWarning",
     "RegressionPrediction",
     "TraceKL_ELBO",
@@ -25,6 +28,8 @@ __all__ = [
     "blundell_weight",
     "check_batch",
     "fit",
+    "init_distributed",
+    "is_main_process",
     "load_checkpoint",
     "posterior_samples",
     "predict",

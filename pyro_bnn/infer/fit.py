@@ -8,6 +8,11 @@ checkpoint is written (when ``checkpoint=`` is given) and :class:`TrainingInterr
 ``KeyboardInterrupt``, is raised.  ``fit(..., resume=True)`` then continues from the checkpoint,
 restarting the interrupted epoch from its first batch with the parameters of the last finished
 step.  A second Ctrl-C stops at once, as it would without the handler.
+
+Under an initialized ``torch.distributed`` process group of two or more processes (``torchrun``,
+:func:`~pyro_bnn.infer.distributed.init_distributed`), ``fit`` trains data-parallel; see
+:mod:`pyro_bnn.infer.distributed` for why averaging the processes' gradients gives the
+one-process estimator on the global batch.  Without one, none of that code runs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .collapse import (
     collapse_message,
     collapse_symptoms,
 )
+from .distributed import DataParallel, GradientAverager, OtherProcessError, set_epoch
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
 from .optimizers import TrainingOptimizer, check_optimizer_argument, make_optimizer
 from .trace_kl_elbo import TraceKL_ELBO
@@ -265,6 +271,29 @@ def fit(
     :param callback: called with each :class:`EpochRecord`.
     :param progress: show a tqdm progress bar.
     :returns: one :class:`EpochRecord` per epoch (including resumed epochs).
+
+    **Data-parallel training.**  Under a ``torch.distributed`` process group of ``P >= 2``
+    processes (each process runs this same call, as ``torchrun`` starts them):
+
+    - ``data``, a ``DataLoader``, gets a ``DistributedSampler`` (shuffled as the loader was,
+      with ``seed``, or 0, plus the epoch): its batch size is each process's, the global batch
+      is ``P`` times larger.  A loader that already has a ``DistributedSampler`` is used as it
+      is.  The model's plate must have the size of the whole training set.
+    - Every process starts from rank 0's model and guide parameters and buffers, and then draws
+      its own noise (process ``r`` seeded with ``s + r``, ``s`` drawn from rank 0's generator,
+      which ``seed`` fixes).
+    - After each backward pass the gradients are averaged over the processes (one flat
+      all-reduce), so the KL is counted once and the data term is that of the global batch;
+      clipping, the NaN guard and the optimizer see the same averaged gradient everywhere and
+      the parameters stay identical.  The step's loss, data term and KL are averaged in the
+      same call: every process reports the same :class:`EpochRecord`.  An error in any
+      process's step (a bad batch, a model that raises), a non-finite loss or Ctrl-C stops all
+      of them at the same step: the failing process raises its error, the others
+      :class:`~pyro_bnn.infer.distributed.OtherProcessError`.
+    - Rank 0 alone writes the checkpoint, shows the progress bar and warns of a collapse; the
+      others wait until the file is complete.  ``resume=True`` loads the checkpoint in every
+      process (they must share its file system).  BatchNorm's running statistics are rank 0's
+      at the end of each epoch.  ``callback`` runs in every process.
     :raises NonFiniteLossError: the loss or gradient became NaN/inf; the parameters keep their
         values from before the failing step.
     :raises TrainingInterrupted: Ctrl-C was pressed (main thread only); the step in progress
@@ -288,6 +317,9 @@ def fit(
     if checkpoint_extra is not None and INTERRUPTED_KEY in checkpoint_extra:
         raise ValueError(f"checkpoint_extra: the key {INTERRUPTED_KEY!r} is reserved for fit")
     check_optimizer_argument(optimizer, scheduler)
+    parallel = DataParallel.current()
+    if parallel is not None:
+        data = parallel.shard(data, seed)
     if seed is not None:
         pyro.set_rng_seed(seed)
     elbo = TraceKL_ELBO() if elbo is None else elbo
@@ -307,10 +339,23 @@ def fit(
             break
         if first is None:
             raise ValueError("the data loader is empty")
-        check_batch(model, first)
-        with torch.no_grad():
-            guide(*first)  # creates the guide's parameters from the model's structure
+
+        def set_up() -> None:
+            check_batch(model, first)
+            with torch.no_grad():
+                guide(*first)  # creates the guide's parameters from the model's structure
+
+        if parallel is None:
+            set_up()
+        else:
+            parallel.check_together(set_up, "on its first batch")
         parameters = _parameters(model, guide)
+        averager = None
+        if parallel is not None:
+            averager = parallel.gradient_averager(parameters)
+            # Each process built its own model and its guide's parameters just now, from its
+            # own batch: all of them continue from rank 0's.
+            parallel.broadcast_state([model, guide])
         if optimizer is None:
             optimizer = default_optimizer(parameters, lr)
         trainer = make_optimizer(optimizer, parameters, guide)
@@ -318,7 +363,11 @@ def fit(
 
         history: list[EpochRecord] = []
         start = 0
-        if resume and os.path.exists(checkpoint):
+        found = resume and os.path.exists(checkpoint)
+        if resume and parallel is not None:
+            # One file for all (rank 0 wrote it): every process resumes, or none.
+            found = parallel.any(found)
+        if found:
             state = load_checkpoint(
                 checkpoint,
                 model=model,
@@ -329,21 +378,27 @@ def fit(
             )
             start = state["epoch"]
             history = [EpochRecord(**record) for record in state["history"]]
+        if parallel is not None:
+            parallel.seed_processes()
 
         def save(finished: int, interrupted: dict | None = None) -> None:
             extra = dict(checkpoint_extra or {})
             if interrupted is not None:
                 extra[INTERRUPTED_KEY] = interrupted
-            save_checkpoint(
-                checkpoint,
-                model=model,
-                guide=guide,
-                optimizer=trainer.checkpointed,
-                scheduler=lr_scheduler,
-                epoch=finished,
-                history=[asdict(r) for r in history],
-                extra=extra,
-            )
+            if parallel is None or parallel.is_main:
+                save_checkpoint(
+                    checkpoint,
+                    model=model,
+                    guide=guide,
+                    optimizer=trainer.checkpointed,
+                    scheduler=lr_scheduler,
+                    epoch=finished,
+                    history=[asdict(r) for r in history],
+                    extra=extra,
+                )
+            if parallel is not None:
+                # No process goes on, and perhaps reads the file, before it is complete.
+                parallel.barrier()
 
         def stop(epoch: int, steps: int) -> TrainingInterrupted:
             if checkpoint is not None:
@@ -352,11 +407,12 @@ def fit(
             return TrainingInterrupted(epoch, steps, path, list(history))
 
         total = (epochs - start) * num_steps if num_steps else None
-        bar = tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True)
+        main = parallel is None or parallel.is_main
+        bar = tqdm(total=total, disable=not (progress and main), unit="step", dynamic_ncols=True)
         interrupt = _InterruptRequest()
         training = _Training(
             model, guide, weighted_model, weighted_guide, elbo, kl_weight, trainer, parameters,
-            num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar, interrupt,
+            num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar, interrupt, averager,
         )  # fmt: skip
         # The constant predictor the last epoch's data term is compared with.
         baseline = ConstantPredictor.for_model(model)
@@ -368,6 +424,8 @@ def fit(
                         record = training.run_epoch(epoch, data, baseline if last else None)
                     except _Stopped as stopped:
                         raise stop(epoch + 1, stopped.steps) from None
+                    if parallel is not None:
+                        parallel.broadcast_buffers([model, guide])
                     trainer.end_epoch(record.loss)
                     if lr_scheduler is not None:
                         if isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -382,7 +440,10 @@ def fit(
                         save(epoch + 1)
                     if callback is not None:
                         callback(record)
-                if interrupt.requested:
+                requested = interrupt.requested
+                if parallel is not None:
+                    requested = parallel.any(requested)
+                if requested:
                     # Ctrl-C during the last epoch's checkpoint or callback: training is
                     # complete and saved, but the caller asked to stop.
                     raise TrainingInterrupted(
@@ -393,7 +454,7 @@ def fit(
                     )
         finally:
             bar.close()
-        if epochs > start:
+        if epochs > start and main:
             steps = training.total_steps + start * (num_steps or 0)
             symptoms = collapse_symptoms(history[-1].data, steps, baseline, guide)
             if symptoms:
@@ -427,24 +488,30 @@ class _Training:
     max_grad_norm: float | None
     bar: tqdm
     interrupt: _InterruptRequest
+    #: Averages each step's gradients over the processes; ``None`` in one process.
+    averager: GradientAverager | None
     steps: int = 0  #: steps taken by the latest epoch
     total_steps: int = 0  #: steps taken by this call
 
     def run_epoch(self, epoch: int, data: Iterable, baseline: ConstantPredictor | None):
         """One pass over ``data``; feeds each batch's targets to ``baseline`` when given.
 
-        :raises _Stopped: Ctrl-C was pressed; checked before each step and after it.
+        :raises _Stopped: Ctrl-C was pressed; checked before each step and after it (in
+            data-parallel training after it only, as the processes agree on it in the step).
         """
         started = time.perf_counter()
         losses, data_terms, kls, weights = [], [], [], []
         num_steps, optimizer, parameters = self.num_steps, self.optimizer, self.parameters
+        averager = self.averager
         self.steps = 0
         args = ()
+        set_epoch(data, epoch)
         for step, batch in enumerate(data):
-            if self.interrupt.requested:  # pressed while the batch was loading
+            if averager is None and self.interrupt.requested:  # pressed while the batch loaded
                 raise _Stopped(step)
             args = _batch_arguments(batch)
-            check_batch(self.model, args)
+            if averager is None:
+                check_batch(self.model, args)
             progress = epoch + (step / num_steps if num_steps else 0.0)
             weight = warmup_weight(progress, self.kl_warmup_epochs)
             if self.kl_reweighting == "blundell":
@@ -452,16 +519,12 @@ class _Training:
             self.kl_weight.weight = weight
 
             optimizer.zero_grad()
-            if hasattr(self.elbo, "differentiable_loss"):
-                surrogate = self.elbo.differentiable_loss(
-                    self.weighted_model, self.weighted_guide, *args
-                )
-                loss = surrogate.item()
-                if math.isfinite(loss):
-                    surrogate.backward()
+            stop_requested = None
+            if averager is None:
+                loss = self._loss_and_grads(args)
+                terms = getattr(self.elbo, "last_terms", None)
             else:
-                # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
-                loss = self.elbo.loss_and_grads(self.weighted_model, self.weighted_guide, *args)
+                loss, terms, stop_requested = self._averaged_loss_and_grads(args, epoch, step)
             if not math.isfinite(loss):
                 _stop(optimizer, f"the loss became {loss}", epoch, step, "a KL warm-up, max_scale")
             with_grad = [p for p in parameters if p.grad is not None]
@@ -478,7 +541,6 @@ class _Training:
 
             losses.append(loss)
             weights.append(weight)
-            terms = getattr(self.elbo, "last_terms", None)
             if terms:
                 data_terms.append(terms["data"])
                 if weight > 0:
@@ -486,7 +548,7 @@ class _Training:
             if baseline is not None and len(args) > 1:
                 baseline.update(args[1])
             self.bar.update(1)
-            if self.interrupt.requested:
+            if self.interrupt.requested if stop_requested is None else stop_requested:
                 raise _Stopped(step + 1)
         if self.steps == 0:
             raise ValueError("the data loader yielded no batch")
@@ -498,6 +560,8 @@ class _Training:
             # The ELBO does not split its terms (or the KL weight was 0): the KL of the guide at
             # the end of the epoch, analytic wherever a KL is registered.
             kl = _kl_at(self.model, self.guide, args)
+            if averager is not None:  # a Monte Carlo KL differs between the processes
+                kl = averager.parallel.average([kl])[0]
         if data_terms:
             data_term = sum(data_terms) / len(data_terms)
         else:
@@ -511,3 +575,49 @@ class _Training:
             lr=optimizer.lr,
             seconds=time.perf_counter() - started,
         )
+
+    def _loss_and_grads(self, args: tuple) -> float:
+        """The ELBO loss of the batch; its gradients are in the parameters' ``.grad`` where the
+        loss is finite."""
+        if hasattr(self.elbo, "differentiable_loss"):
+            surrogate = self.elbo.differentiable_loss(
+                self.weighted_model, self.weighted_guide, *args
+            )
+            loss = surrogate.item()
+            if math.isfinite(loss):
+                surrogate.backward()
+            return loss
+        # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
+        return self.elbo.loss_and_grads(self.weighted_model, self.weighted_guide, *args)
+
+    def _averaged_loss_and_grads(self, args: tuple, epoch: int, step: int):
+        """:meth:`_loss_and_grads` of this process's batch, then the gradients, the loss and the
+        ELBO terms averaged over the processes, in one all-reduce that also tells every process
+        whether any failed or was asked to stop.
+
+        Every process must reach that all-reduce, or the others would wait for it forever: an
+        error in this process's part (a bad batch, a model that raises) is held until then and
+        raised in every process, as it is here and as :class:`OtherProcessError` elsewhere.
+
+        :returns: ``(loss, terms, stop requested)``, the same in every process; the loss is
+            non-finite when any process's was.
+        """
+        failure = None
+        try:
+            check_batch(self.model, args)
+            loss = self._loss_and_grads(args)
+        except Exception as error:
+            failure, loss = error, math.nan
+        terms = getattr(self.elbo, "last_terms", None)
+        data, kl = (terms["data"], terms["kl"]) if terms else (0.0, 0.0)
+        numbers = [loss, data, kl, float(failure is not None), float(self.interrupt.requested)]
+        loss, data, kl, failed, stop = self.averager(numbers)
+        if failed > 0:
+            self.optimizer.zero_grad()
+            if failure is not None:
+                raise failure
+            raise OtherProcessError(
+                f"another process failed at epoch {epoch + 1}, step {step + 1} (its own error "
+                "says why); no parameter was changed by this step"
+            )
+        return loss, ({"data": data, "kl": kl} if terms else terms), stop > 0
