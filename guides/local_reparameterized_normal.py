@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from torch.distributions import Distribution, register_kl
+from torch.distributions import Distribution, Normal, register_kl
+from torch.distributions.kl import _kl_normal_normal
 from torch.distributions.utils import broadcast_all, lazy_property
 
 from pyro_bnn.distributions import ImproperLogUniform
-from pyro_bnn.distributions.kl import expand_to_pair, sparse_vd_kl_normal
+from pyro_bnn.distributions.kl import expand_to_pair, normal_kl_normal, sparse_vd_kl_normal
 from pyro_bnn.ops import GaussianWeight
 from pyro_bnn.ops.local_reparameterization import (  # noqa: F401 (re-exported)
     local_reparameterization,
@@ -82,3 +83,12 @@ def _kl_local_normal_improper_log_uniform(p, q) -> torch.Tensor:
     # The guide's own log sigma^2, when it gave one, saves a logarithm per weight.
     log_variance = 2 * p.scale.log() if p.log_variance is None else p.log_variance
     return expand_to_pair(sparse_vd_kl_normal(p.loc, log_variance), p, q)
+
+
+@register_kl(LocalReparameterizedNormal, Normal)
+def _kl_local_normal_normal(p, q) -> torch.Tensor:
+    # From the guide's own log sigma^2, with a hand-written gradient (normal_kl_normal); the
+    # general Normal-Normal KL where the guide has no log-variance or the prior is larger.
+    if p.log_variance is None or q.batch_shape != p.batch_shape:
+        return _kl_normal_normal(p, q)
+    return normal_kl_normal(p.loc, p.log_variance, q.loc, q.scale)

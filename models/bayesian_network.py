@@ -39,7 +39,10 @@ def normal_prior(scale: float = 1.0) -> Callable[[str, torch.Tensor], dist.Torch
         raise ValueError(f"the prior scale must be positive, got {scale}")
 
     def prior(name: str, parameter: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(torch.zeros_like(parameter), torch.full_like(parameter, scale))
+        # One number broadcast to the weight's shape: nothing per weight is allocated or
+        # validated on each step, and the registered KLs see a constant prior.
+        zero = torch.zeros((), dtype=parameter.dtype, device=parameter.device)
+        return dist.Normal(zero, zero + scale).expand(parameter.shape)
 
     return prior
 

@@ -80,11 +80,14 @@ class CategoricalLikelihood(_Likelihood):
                 "class labels must be a 1-D integer tensor, got "
                 f"{target.dtype} of shape {tuple(target.shape)}"
             )
-        if len(target) and (target.min() < 0 or target.max() >= self.num_classes):
-            raise ValueError(
-                f"labels must lie in 0..{self.num_classes - 1}, got values from "
-                f"{target.min().item()} to {target.max().item()}"
-            )
+        if len(target):
+            # One reduction and one read for both ends: this runs on every training step.
+            low, high = torch.aminmax(target)
+            low, high = low.item(), high.item()
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f"labels must lie in 0..{self.num_classes - 1}, got values from {low} to {high}"
+                )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """:param logits: shape ``(batch, num_classes)``. :param target: shape ``(batch,)``."""

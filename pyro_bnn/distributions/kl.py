@@ -132,6 +132,86 @@ def sparse_vd_kl_normal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.
     return _SparseVDKL.apply(loc, log_variance)
 
 
+def _constant_view(value: torch.Tensor) -> torch.Tensor:
+    """A 0-d view of ``value`` when it is one number broadcast to a shape (all strides 0, as
+    after ``Normal(0., s).expand(shape)``), else ``value`` itself: arithmetic on the view costs
+    one operation instead of one per weight."""
+    if value.dim() and not any(value.stride()):
+        return value.as_strided((), ())
+    return value
+
+
+class _NormalKL(torch.autograd.Function):
+    r"""KL(N(mu, exp(lv)) || N(m, s^2)) per entry, from the guide's mean and log-variance, with
+    a hand-written gradient for a prior that is not trained.
+
+    With v = exp(lv) and the prior's precision r = s^-2::
+
+        KL = ((mu - m)^2 + v) r / 2 - (lv + 1) / 2 + log s
+        dKL / dmu = (mu - m) r,        dKL / dlv = (v r - 1) / 2
+
+    torch's Normal-Normal KL takes the guide's scale (an exponential), forms two ratios and a
+    logarithm per weight and differentiates all of it; a weight-sampled network pays that for
+    every weight on every step.  Here a constant prior mean and scale cost nothing per weight.
+    """
+
+    @staticmethod
+    def forward(ctx, loc, log_variance, prior_loc, prior_scale):
+        prior_loc, prior_scale = _constant_view(prior_loc), _constant_view(prior_scale)
+        precision = prior_scale.square().reciprocal()
+        diff = loc - prior_loc
+        variance = log_variance.exp()
+        kl = diff.square().add_(variance).mul_(precision).sub_(log_variance).sub_(1.0).mul_(0.5)
+        kl.add_(prior_scale.log())
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(
+                diff.mul_(precision), variance.mul_(precision).sub_(1.0).mul_(0.5)
+            )
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_loc, grad_log_variance = ctx.saved_tensors
+        return (
+            grad * grad_loc if ctx.needs_input_grad[0] else None,
+            grad * grad_log_variance if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+        )
+
+
+def normal_kl_normal(
+    loc: torch.Tensor,
+    log_variance: torch.Tensor,
+    prior_loc: torch.Tensor,
+    prior_scale: torch.Tensor,
+) -> torch.Tensor:
+    """KL(N(loc, exp(log_variance)) || N(prior_loc, prior_scale^2)) per entry.
+
+    :param loc: the guide's means.
+    :param log_variance: the guide's log-variances, same shape as ``loc``.
+    :param prior_loc: the prior's means, broadcastable to ``loc``'s shape.
+    :param prior_scale: the prior's standard deviations, broadcastable to ``loc``'s shape.
+    :returns: a tensor of ``loc``'s shape.
+
+    Uses the hand-written gradient of :class:`_NormalKL` when the prior is not trained; a
+    learned prior (a hierarchical scale, say) gets the same formula through autograd.
+    """
+    if loc.shape != log_variance.shape:
+        raise ValueError(
+            f"loc {tuple(loc.shape)} and log_variance {tuple(log_variance.shape)} must have "
+            "the same shape"
+        )
+    if prior_loc.requires_grad or prior_scale.requires_grad:
+        precision = prior_scale.square().reciprocal()
+        return (
+            ((loc - prior_loc).square() + log_variance.exp()) * precision / 2
+            - (log_variance + 1) / 2
+            + prior_scale.log()
+        )
+    return _NormalKL.apply(loc, log_variance, prior_loc, prior_scale)
+
+
 def expand_to_pair(kl: torch.Tensor, p, q) -> torch.Tensor:
     """``kl`` (computed with ``p``'s batch shape) expanded to the batch shape of the pair.
 

@@ -76,6 +76,14 @@ class ConstantPredictor:
         self.frequencies: torch.Tensor | None = None  # classification, (C,)
         self.first: torch.Tensor | None = None  # regression, (D,): mean of y per output
         self.second: torch.Tensor | None = None  # regression, (D,): mean of y^2
+        # Targets not yet added in.  Training calls update() on every step; reducing each batch
+        # at once costs several small kernels per step, so batches are kept (they are alive in
+        # the data anyway) and reduced together, when read or when PENDING_ELEMENTS are held.
+        self._pending: list[torch.Tensor] = []
+        self._pending_elements = 0
+
+    #: How many target elements :meth:`update` holds before reducing them.
+    PENDING_ELEMENTS = 1 << 20
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> ConstantPredictor | None:
@@ -95,25 +103,46 @@ class ConstantPredictor:
         """Add one mini-batch of (already validated) targets, shape ``(B,)`` or ``(B, D)``."""
         if len(target) == 0:
             return
-        with torch.no_grad():
-            if isinstance(self.likelihood, CategoricalLikelihood):
-                counts = torch.bincount(target, minlength=self.likelihood.num_classes)
-                batch = counts.double().cpu() / len(target)
-                self.frequencies = batch if self.frequencies is None else self.frequencies + batch
-            else:
-                y = target.detach().double().cpu().reshape(len(target), -1)
-                first, second = y.mean(0), y.square().mean(0)
-                if self.first is None:
-                    self.first, self.second = first, second
-                else:
-                    self.first, self.second = self.first + first, self.second + second
+        self._pending.append(target.detach())
+        self._pending_elements += target.numel()
         self.steps += 1
+        if self._pending_elements >= self.PENDING_ELEMENTS:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        """Add the pending batches' per-batch statistics to the running sums."""
+        if not self._pending:
+            return
+        batches, self._pending, self._pending_elements = self._pending, [], 0
+        sizes = torch.tensor([len(batch) for batch in batches], dtype=torch.float64)
+        with torch.no_grad():
+            targets = torch.cat([batch.reshape(len(batch), -1) for batch in batches]).cpu()
+            # Batch b's rows carry index b; one segmented reduction gives every batch's mean.
+            index = torch.repeat_interleave(torch.arange(len(batches)), sizes.long())
+            if isinstance(self.likelihood, CategoricalLikelihood):
+                classes = self.likelihood.num_classes
+                counts = torch.bincount(
+                    index * classes + targets[:, 0], minlength=len(batches) * classes
+                )
+                batch = (counts.view(len(batches), classes).double() / sizes[:, None]).sum(0)
+                self.frequencies = batch if self.frequencies is None else self.frequencies + batch
+                return
+            y = targets.double()
+            width = y.shape[1]
+            sums = torch.zeros(len(batches), 2 * width, dtype=torch.float64)
+            sums.index_add_(0, index, torch.cat([y, y.square()], dim=1))
+            first, second = (sums / sizes[:, None]).sum(0).split(width)
+            if self.first is None:
+                self.first, self.second = first, second
+            else:
+                self.first, self.second = self.first + first, self.second + second
 
     def log_likelihood(self) -> float | None:
         """The constant predictor's log-likelihood per example (nats), or ``None`` before any
         targets were seen."""
         if self.steps == 0:
             return None
+        self._reduce()
         if isinstance(self.likelihood, CategoricalLikelihood):
             f = self.frequencies / self.steps
             return torch.special.xlogy(f, f).sum().item()  # 0 log 0 = 0

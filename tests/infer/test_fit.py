@@ -662,3 +662,25 @@ def test_checkpoint_extra_cannot_take_fits_key(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         fit(model, guide, loader, epochs=1, checkpoint=tmp_path / "c.pt",
             checkpoint_extra={"interrupted": True}, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_constant_predictor_reduces_in_chunks_as_at_once(kind, monkeypatch):
+    # Batches are held and reduced together; a small buffer reduces them in several chunks,
+    # which must give the same statistics as reducing them one by one or all at once.
+    generator = torch.Generator().manual_seed(0)
+    if kind == "classification":
+        likelihood = CategoricalLikelihood(100, 4)
+        batches = [torch.randint(0, 4, (size,), generator=generator) for size in (7, 3, 11, 5)]
+    else:
+        likelihood = GaussianLikelihood(100, out_features=2)
+        batches = [torch.randn(size, 2, generator=generator) for size in (7, 3, 11, 5)]
+    values = []
+    for limit in (1, 12, 1 << 20):
+        monkeypatch.setattr(ConstantPredictor, "PENDING_ELEMENTS", limit)
+        baseline = ConstantPredictor(likelihood)
+        for batch in batches:
+            baseline.update(batch)
+        values.append(baseline.log_likelihood())
+    assert values[0] == pytest.approx(values[1], rel=1e-12)
+    assert values[0] == pytest.approx(values[2], rel=1e-12)
