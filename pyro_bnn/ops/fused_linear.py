@@ -88,17 +88,20 @@ def fused_kernel_applies(
     (:func:`fused_sampled_linear`'s).  Everything else takes the torch reference."""
     if not (x.is_cuda and _ENABLED.get()):  # first: on CPU nothing else is looked at
         return False
+    arguments = (x, weight_mean, weight_var, bias_mean, bias_var, input_scale, output_scale)
     return (
         triton_installed()
         and not torch.is_autocast_enabled("cuda")
-        and _fusable(x, weight_mean, weight_var, bias_mean, bias_var, input_scale, output_scale)
+        and fused_kernel_supports(*arguments)
     )
 
 
-def _fusable(
+def fused_kernel_supports(
     x, weight_mean, weight_var, bias_mean=None, bias_var=None, input_scale=None, output_scale=None
 ) -> bool:
-    """The conditions on the arguments themselves, wherever they live."""
+    """The conditions of :func:`fused_kernel_applies` on the arguments themselves, wherever
+    they live: plain tensors (or parameters) of one float32, bfloat16 or float16 type on one
+    device, in the layout of :func:`fused_sampled_linear`."""
     tensors = [x, weight_mean, weight_var, bias_mean, bias_var, input_scale, output_scale]
     tensors = [t for t in tensors if t is not None]
     return (

@@ -76,6 +76,22 @@ def _configs() -> list[triton.Config]:
 
 
 CONFIGS = _configs()
+#: Below this many multiply-adds (B * N * K) the fallback tile runs untuned: tuning would compile
+#: every config of every kernel variant for a product that takes microseconds anyway.
+SMALL_PROBLEM = 2**22
+
+
+def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    if named_args["B"] * named_args["N"] * named_args["K"] < SMALL_PROBLEM:
+        return configs[-1:]
+    return configs
+
+
+_TUNING = {
+    "configs": CONFIGS,
+    "key": ["B", "N", "K"],
+    "prune_configs_by": {"early_config_prune": _prune},
+}
 # A per-input scale's gradient is summed over rows tile by tile into a (tiles, K) buffer, whose
 # size must not depend on the config the autotuner picks: the smallest tile has the most rows.
 _MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for c in CONFIGS)
@@ -129,7 +145,7 @@ def _standard_deviation(variance, TINY: tl.constexpr):
     return tl.sqrt_rn(tl.maximum(variance, TINY))
 
 
-@triton.autotune(configs=CONFIGS, key=["B", "N", "K"])
+@triton.autotune(**_TUNING)
 @triton.jit(do_not_specialize=["seed", "offset"])
 def _forward(
     X, S, MU, VAR, BIAS_MEAN, BIAS_VAR, Z, OUT, SAVED_MEAN, SAVED_VAR,
@@ -262,7 +278,7 @@ def _output_gradients(
         tl.store(PART_BIAS_VAR + pid_m * N + cols, tl.sum(grad_var, axis=0), mask=col_in)
 
 
-@triton.autotune(configs=CONFIGS, key=["B", "N", "K"])
+@triton.autotune(**_TUNING)
 @triton.jit
 def _input_gradients(
     GRAD_MEAN, GRAD_VAR, MU, VAR, X, S, DX, DS, PART_S,
@@ -330,7 +346,7 @@ def _input_gradients(
         tl.store(PART_S + pid_m * K + ks, grad_s, mask=k_in)
 
 
-@triton.autotune(configs=CONFIGS, key=["B", "N", "K"])
+@triton.autotune(**_TUNING)
 @triton.jit
 def _weight_gradients(
     GRAD_MEAN, GRAD_VAR, X, S, VAR, DMU, DVAR,
@@ -410,10 +426,23 @@ def _on_device(tensor: torch.Tensor):
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+def _tf32_allowed() -> bool:
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        # The current switch (torch >= 2.9), which also reflects the legacy one; reading
+        # allow_tf32 raises once a program has set this one.
+        return matmul.fp32_precision == "tf32"
+    return bool(matmul.allow_tf32)
+
+
+def _precision(dtype: torch.dtype) -> str | None:
+    """``tl.dot``'s input precision: a choice for float32 operands only, where TF32 is used
+    exactly when torch's own matrix products may use it; Triton's default for the others."""
+    if dtype == torch.float32:
+        return "tf32" if _tf32_allowed() else "ieee"
+    if dtype == torch.float64:
+        return "ieee"
+    return None
 
 
 def _common(dtype: torch.dtype) -> dict:

@@ -411,7 +411,7 @@ def test_bad_noise_request_is_refused():
 def test_dispatch_conditions():
     x, mean, var = torch.randn(4, 3), torch.randn(2, 3), torch.rand(2, 3)
     assert not fused_kernel_applies(x, mean, var)  # CPU tensors never take the kernel
-    fusable = fused_linear._fusable
+    fusable = fused_linear.fused_kernel_supports
     assert fusable(x, mean, var, torch.randn(2), torch.rand(2), torch.rand(3), torch.rand(4, 2))
     assert fusable(x, torch.nn.Parameter(mean), var, output_scale=torch.rand(1, 2))
     assert fusable(x.bfloat16(), mean.bfloat16(), var.bfloat16())
