@@ -27,7 +27,8 @@ Kernels:
 - :func:`_input_gradients`: ``g_m mu`` and ``g_v s2`` in one loop over ``N`` (two
   accumulators sharing the tile of ``g``'s rows), then ``dX`` and ``dS`` in the epilogue.
 - :func:`_weight_gradients`: ``g_m^T (X S)`` and ``g_v^T (X S)^2`` in one loop over ``B``
-  (sharing the ``X`` tile), i.e. ``dmu`` and ``ds2`` (``ds2 * s2`` for a log-variance).
+  (sharing the ``X`` tile), i.e. ``dmu`` and ``ds2`` (``ds2 * s2`` for a log-variance); for a
+  small layer and a long batch, split over ranges of rows whose parts are summed after.
 - :func:`_noise`: the ``eps`` the other kernels draw, for tests and checks.
 
 Accumulation is in float32 (float64 for float64 inputs); float32 products use TF32 only where
@@ -37,6 +38,7 @@ Accumulation is in float32 (float64 for float64 inputs); float32 products use TF
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -350,7 +352,7 @@ def _input_gradients(
 @triton.jit
 def _weight_gradients(
     GRAD_MEAN, GRAD_VAR, X, S, VAR, DMU, DVAR,
-    B, N, K,
+    B, N, K, SPLITS,
     stride_gmb, stride_gmn, stride_xb, stride_xk, stride_sb, stride_sk, stride_vn, stride_vk,
     HAS_S: tl.constexpr, SCALE_VARIANCE: tl.constexpr, LOG_VARIANCE: tl.constexpr,
     MU_GRAD: tl.constexpr, VAR_GRAD: tl.constexpr,
@@ -358,11 +360,19 @@ def _weight_gradients(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """``dmu = g_m^T (X S)`` and ``ds2 = g_v^T (X S)^2`` for one ``(BLOCK_N, BLOCK_K)`` tile,
-    accumulated over the batch from one ``X`` tile per step."""
+    accumulated over the batch from one ``X`` tile per step.
+
+    With ``SPLITS > 1``, program ``(tile, split)`` sums one of ``SPLITS`` ranges of rows and
+    writes its float32 part to ``DMU[split]`` / ``DVAR[split]``: a small layer has too few
+    tiles to occupy the GPU, and a long batch gives every range enough work."""
     pid_n, pid_k = _tile(tl.program_id(0), N, K, BLOCK_N, BLOCK_K, GROUP_M)
+    split = tl.program_id(1)
+    chunk = tl.cdiv(tl.cdiv(B, SPLITS), BLOCK_M) * BLOCK_M
+    first = split * chunk
+    last = tl.minimum(B, first + chunk)
     cols = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     ks = (pid_k * BLOCK_K + tl.arange(0, BLOCK_K)).to(tl.int64)
-    ms = tl.arange(0, BLOCK_M)
+    ms = first + tl.arange(0, BLOCK_M).to(tl.int64)
     col_in, k_in = cols < N, ks < K
     # The output gradients read as (N, B) tiles: g^T without a transposed copy.
     if MU_GRAD:
@@ -374,8 +384,8 @@ def _weight_gradients(
         s_ptrs = S + ms[:, None] * stride_sb + ks[None, :] * stride_sk
     grad_mu = tl.zeros((BLOCK_N, BLOCK_K), dtype=COMPUTE)
     grad_var = tl.zeros((BLOCK_N, BLOCK_K), dtype=COMPUTE)
-    for start in range(0, B, BLOCK_M):
-        m_in = (start + ms) < B
+    for start in range(0, last - first, BLOCK_M):
+        m_in = (ms + start) < last
         g_mask = col_in[:, None] & m_in[None, :]
         x_mask = m_in[:, None] & k_in[None, :]
         x = tl.load(x_ptrs, mask=x_mask, other=0.0)
@@ -399,12 +409,13 @@ def _weight_gradients(
             s_ptrs += BLOCK_M * stride_sb
 
     mask = col_in[:, None] & k_in[None, :]
-    flat = cols[:, None] * K + ks[None, :]  # the gradients are written contiguous
+    # The gradients (or their parts) are written contiguous.
+    flat = split.to(tl.int64) * N * K + cols[:, None] * K + ks[None, :]
     if MU_GRAD:
         tl.store(DMU + flat, grad_mu.to(DMU.dtype.element_ty), mask=mask)
     if VAR_GRAD:
         if LOG_VARIANCE:
-            # d/d log s2 = d/d s2 * s2.
+            # d/d log s2 = d/d s2 * s2 (linear: each part may take its factor).
             log_var_ptrs = VAR + cols[:, None] * stride_vn + ks[None, :] * stride_vk
             log_var = tl.load(log_var_ptrs, mask=mask, other=0.0)
             grad_var = grad_var * _variance(log_var, True, COMPUTE).to(COMPUTE)
@@ -462,6 +473,28 @@ def _strides(tensor: torch.Tensor | None, dims: int) -> tuple[int, ...]:
 
 def _matmul_grid(rows: int, cols: int, row_block: str, col_block: str):
     return lambda meta: (triton.cdiv(rows, meta[row_block]) * triton.cdiv(cols, meta[col_block]),)
+
+
+#: A split of the batch in the weights' gradient gets at least this many rows.
+_MIN_SPLIT_ROWS = 32 if INTERPRETING else 512
+_MAX_SPLITS = 16
+
+
+@functools.cache
+def _processors(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _batch_splits(rows: int, outputs: int, inputs: int, device: torch.device) -> int:
+    """In how many ranges of rows to split the weights' gradient: enough for two programs per
+    processor with the largest tile, each range with at least ``_MIN_SPLIT_ROWS`` rows, and
+    the two float32 ``(splits, out, in)`` buffers of parts no larger than ``x`` itself."""
+    tiles = max(1, triton.cdiv(outputs, 128) * triton.cdiv(inputs, 128))
+    wanted = triton.cdiv(2 * _processors(device), tiles)
+    fits = rows // (2 * max(outputs, 1))
+    return max(1, min(wanted, rows // _MIN_SPLIT_ROWS, fits, _MAX_SPLITS))
 
 
 def forward(
@@ -588,18 +621,27 @@ def backward(
             dx = torch.zeros_like(x) if x_grad else None
             ds = torch.zeros_like(input_scale) if s_grad else None
 
-        dmu = empty(outputs, inputs, type=weight_mean.dtype) if mu_grad else None
-        dvar = empty(outputs, inputs, type=weight_spread.dtype) if var_grad else None
+        splits = _batch_splits(rows, outputs, inputs, device)
+        if splits > 1:
+            dmu = empty(splits, outputs, inputs, type=partial) if mu_grad else None
+            dvar = empty(splits, outputs, inputs, type=partial) if var_grad else None
+        else:
+            dmu = empty(outputs, inputs, type=weight_mean.dtype) if mu_grad else None
+            dvar = empty(outputs, inputs, type=weight_spread.dtype) if var_grad else None
         if (mu_grad or var_grad) and inputs:
-            _weight_gradients[_matmul_grid(outputs, inputs, "BLOCK_N", "BLOCK_K")](
+            tiles = _matmul_grid(outputs, inputs, "BLOCK_N", "BLOCK_K")
+            _weight_gradients[lambda meta: (*tiles(meta), splits)](
                 grad_mean, grad_var, x, input_scale, weight_spread, dmu, dvar,
-                rows, outputs, inputs,
+                rows, outputs, inputs, splits,
                 *grad_mean.stride(), *x.stride(), *_strides(input_scale, 2),
                 *weight_spread.stride(),
                 HAS_S=input_scale is not None, SCALE_VARIANCE=scale_variance,
                 LOG_VARIANCE=log_variance, MU_GRAD=mu_grad, VAR_GRAD=var_grad, **compute,
             )  # fmt: skip
 
+    if splits > 1:
+        dmu = None if dmu is None else dmu.sum(0).to(weight_mean.dtype)
+        dvar = None if dvar is None else dvar.sum(0).to(weight_spread.dtype)
     if s_mode == 2:
         ds = part_s.sum(0).to(input_scale.dtype)
     if z_mode == 2:

@@ -279,6 +279,15 @@ def test_clamped_variance_has_zero_gradient_like_the_reference(dtype):
         assert_matches(a, e, dtype)
 
 
+@pytest.mark.parametrize("log_variance", [False, True])
+def test_weight_gradients_summed_over_parts_of_the_batch(monkeypatch, log_variance):
+    # What a small layer with a long batch does on a GPU with many processors: here three
+    # parts of 32 rows, the last one empty.
+    monkeypatch.setattr(kernels, "_batch_splits", lambda *args: 3)
+    values = make_inputs(33, 17, 65, torch.float32, "unit", "gaussian", "example", log_variance)
+    check_against_reference(values, torch.float32, log_variance, scale_variance=True)
+
+
 def test_empty_batch_and_no_inputs():
     values = make_inputs(0, 3, 2, torch.float32, bias="gaussian")
     assert kernel_call(values, False, seed=0).shape == (0, 2)
