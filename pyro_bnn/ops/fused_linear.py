@@ -10,8 +10,8 @@ both products, scales and squares it in registers, exponentiates a log-variance 
 draws ``eps`` in its epilogue from a counter-based generator (Philox, keyed by a seed and an
 offset), which the backward pass draws again instead of storing it.  It keeps, for the backward
 pass, the pre-scale variance ``V`` (and the pre-scale mean ``M`` when ``Z`` needs a gradient),
-where the reference keeps the mean, the variance, the standard deviation, the noise and the
-squared inputs.
+where the reference keeps the variance, the standard deviation, the noise and the scaled and
+squared inputs (and the mean, with an output scale).
 
 :func:`sampled_linear` uses the kernel by itself when :func:`fused_kernel_applies`: CUDA
 tensors, Triton installed, no ``noise`` given and the plain layout (a ``(out, in)`` weight, no
@@ -84,7 +84,8 @@ def fused_kernel_applies(
 ) -> bool:
     """Whether :func:`sampled_linear` (without ``noise``) runs the fused kernel for these
     arguments: the switch is on, the tensors are CUDA tensors of one float32, bfloat16 or
-    float16 type, Triton is installed, no autocast is active, and the layout is the plain one
+    float16 type, Triton is installed, no autocast is active, ``torch.compile`` is not tracing
+    (it fuses the reference itself), and the layout is the plain one
     (:func:`fused_sampled_linear`'s).  Everything else takes the torch reference."""
     if not (x.is_cuda and _ENABLED.get()):  # first: on CPU nothing else is looked at
         return False
@@ -92,6 +93,7 @@ def fused_kernel_applies(
     return (
         triton_installed()
         and not torch.is_autocast_enabled("cuda")
+        and not torch.compiler.is_compiling()
         and fused_kernel_supports(*arguments)
     )
 
