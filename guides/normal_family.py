@@ -10,6 +10,7 @@ from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 from torch.distributions.transforms import ExpTransform, identity_transform
 
+from pyro_bnn.distributions import LogVarianceNormal
 from pyro_bnn.distributions.kl import LOG_ALPHA_RANGE
 from pyro_bnn.ops import per_example
 
@@ -82,9 +83,9 @@ class NormalFamily(GuideFamily):
 
     @staticmethod
     def _plain(site: Site, loc: torch.Tensor, log_variance: torch.Tensor) -> dist.Distribution:
-        scale = (0.5 * log_variance).exp()
         if site.transform == identity_transform:
-            return dist.Normal(loc, scale, validate_args=False)
+            return LogVarianceNormal(loc, log_variance=log_variance, validate_args=False)
+        scale = (0.5 * log_variance).exp()
         if isinstance(site.transform, ExpTransform):
             return dist.LogNormal(loc, scale, validate_args=False)
         base = dist.Normal(loc, scale, validate_args=False)

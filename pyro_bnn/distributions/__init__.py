@@ -10,6 +10,7 @@ from .improper_log_uniform import ImproperLogUniform
 from .kl import sparse_vd_kl
 from .l0_prior import L0Prior
 from .log_uniform import LogUniform
+from .log_variance_normal import LogVarianceNormal
 from .masked_coupling import MaskedCoupling
 from .masked_flow import MaskedFlow
 from .matrix_normal import MatrixNormal
@@ -23,6 +24,7 @@ __all__ = [
     "ImproperLogUniform",
     "L0Prior",
     "LogUniform",
+    "LogVarianceNormal",
     "MaskedCoupling",
     "MaskedFlow",
     "MatrixNormal",

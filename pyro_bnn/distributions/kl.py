@@ -28,11 +28,13 @@ from torch.distributions import (
     kl_divergence,
     register_kl,
 )
+from torch.distributions.kl import _kl_normal_normal
 
 from .hard_concrete import HardConcrete
 from .improper_log_uniform import ImproperLogUniform
 from .l0_prior import L0Prior
 from .log_uniform import LogUniform
+from .log_variance_normal import LogVarianceNormal
 from .matrix_normal import MatrixNormal
 from .spike_and_slab import SpikeAndSlab
 from .truncated_log_normal import TruncatedLogNormal
@@ -227,6 +229,22 @@ def expand_to_pair(kl: torch.Tensor, p, q) -> torch.Tensor:
 @register_kl(Normal, ImproperLogUniform)
 def _kl_normal_improper_log_uniform(p: Normal, q: ImproperLogUniform) -> torch.Tensor:
     return expand_to_pair(sparse_vd_kl_normal(p.loc, 2 * p.scale.log()), p, q)
+
+
+@register_kl(LogVarianceNormal, ImproperLogUniform)
+def _kl_log_variance_normal_improper_log_uniform(p, q) -> torch.Tensor:
+    # The guide's own log sigma^2, when it gave one, saves a logarithm per weight.
+    log_variance = 2 * p.scale.log() if p.log_variance is None else p.log_variance
+    return expand_to_pair(sparse_vd_kl_normal(p.loc, log_variance), p, q)
+
+
+@register_kl(LogVarianceNormal, Normal)
+def _kl_log_variance_normal_normal(p, q) -> torch.Tensor:
+    # The hand-written form from log sigma^2; the general one where the guide has no
+    # log-variance or the prior has more batch dimensions than the guide.
+    if p.log_variance is None or q.batch_shape != p.batch_shape:
+        return _kl_normal_normal(p, q)
+    return normal_kl_normal(p.loc, p.log_variance, q.loc, q.scale)
 
 
 @register_kl(LogNormal, Gamma)

@@ -5,7 +5,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from pyro_bnn.distributions.kl import normal_kl_normal
-from pyro_bnn.guides.local_reparameterized_normal import LocalReparameterizedNormal
+from pyro_bnn.guides import LocalReparameterizedNormal
 
 
 def _guide_parameters(shape, generator):
