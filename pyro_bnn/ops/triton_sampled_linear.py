@@ -32,13 +32,15 @@ Kernels:
 - :func:`_noise`: the ``eps`` the other kernels draw, for tests and checks.
 
 Accumulation is in float32 (float64 for float64 inputs); float32 products use TF32 only where
-``torch.backends.cuda.matmul.allow_tf32`` lets torch's own matrix products use it.
+torch's own float32 matrix products may (``torch.backends.cuda.matmul.fp32_precision``, or
+``allow_tf32``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
 import triton
@@ -46,7 +48,10 @@ import triton.language as tl
 
 # Triton reads TRITON_INTERPRET when a kernel is decorated: from here on, kernels either run in
 # the interpreter (CPU tensors, for tests) or compile for the GPU.
-INTERPRETING = bool(triton.knobs.runtime.interpret)
+if hasattr(triton, "knobs"):
+    INTERPRETING = bool(triton.knobs.runtime.interpret)
+else:  # Triton before its knobs module read the variable itself
+    INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 _COMPUTE_TYPES = {torch.float64: tl.float64}  # everything else accumulates in float32
 
@@ -440,8 +445,8 @@ def _on_device(tensor: torch.Tensor):
 def _tf32_allowed() -> bool:
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
-        # The current switch (torch >= 2.9), which also reflects the legacy one; reading
-        # allow_tf32 raises once a program has set this one.
+        # The newer switch, which also reflects the legacy one; reading allow_tf32 raises
+        # once a program has set this one.
         return matmul.fp32_precision == "tf32"
     return bool(matmul.allow_tf32)
 
