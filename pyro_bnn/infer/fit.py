@@ -49,6 +49,9 @@ from .trace_kl_elbo import TraceKL_ELBO
 
 #: The key of a checkpoint's ``extra`` that marks where Ctrl-C stopped training.
 INTERRUPTED_KEY = "interrupted"
+#: In data-parallel training, a second SIGINT this soon after the first is the same Ctrl-C
+#: (:class:`_InterruptRequest`).
+SIGINT_ECHO_SECONDS = 1.0
 
 
 @dataclass
@@ -110,17 +113,26 @@ class _InterruptRequest:
     Python runs signal handlers in the main thread only, and only the main thread may install
     one, so elsewhere this does nothing.  Where SIGINT is ignored (a background job), it stays
     ignored.  The previous handler comes back when the block ends, whatever ends it.
+
+    :param echo_seconds: a second SIGINT this soon after the first is the same Ctrl-C.  Under
+        ``torchrun`` each worker gets every Ctrl-C twice, milliseconds apart: from the terminal,
+        which signals the whole foreground process group, and from ``torchrun``, which forwards
+        the SIGINT it received to its workers.
     """
 
-    def __init__(self):
+    def __init__(self, echo_seconds: float = 0.0):
         self.requested = False
+        self.echo_seconds = echo_seconds
+        self._first = 0.0
         self._previous = None
         self._installed = False
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if not self.requested:
+            self.requested = True
+            self._first = time.monotonic()
+        elif time.monotonic() - self._first >= self.echo_seconds:
             raise KeyboardInterrupt
-        self.requested = True
 
     def __enter__(self) -> _InterruptRequest:
         if threading.current_thread() is threading.main_thread():
@@ -409,7 +421,7 @@ def fit(
         total = (epochs - start) * num_steps if num_steps else None
         main = parallel is None or parallel.is_main
         bar = tqdm(total=total, disable=not (progress and main), unit="step", dynamic_ncols=True)
-        interrupt = _InterruptRequest()
+        interrupt = _InterruptRequest(0.0 if parallel is None else SIGINT_ECHO_SECONDS)
         training = _Training(
             model, guide, weighted_model, weighted_guide, elbo, kl_weight, trainer, parameters,
             num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar, interrupt, averager,

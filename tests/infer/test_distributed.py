@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import time
 import traceback
 from datetime import timedelta
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -41,6 +43,7 @@ from pyro_bnn.infer.distributed import (
     is_main_process,
     process_group,
 )
+from pyro_bnn.infer.fit import _InterruptRequest
 
 from .common import classification_problem, parameters
 
@@ -49,6 +52,7 @@ WORLD = 2
 BATCH, NUM_DATA = 4, 24
 #: Seconds a group of processes may take before the test kills it.
 DEADLINE = 120
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class LinearRegression(PyroModule):
@@ -381,29 +385,35 @@ def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
-# The command under torchrun.
+# Under torchrun.
 
 
-def test_pyro_bnn_train_under_torchrun(tmp_path):
-    output = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-        str(WORLD), "-m", "pyro_bnn", "train", "--data", "digits", "--epochs", "1",
-        "--train-subset", "256", "--batch-size", "32", "--num-samples", "10", "--quiet",
-        "--output", str(output),
-    ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(arguments: list[str], directory) -> tuple[str, str]:
+    """Run ``torchrun --standalone --nproc-per-node 2 ARGUMENTS`` in ``directory``; returns its
+    stdout and stderr after checking that it succeeded."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(WORLD), *arguments]  # fmt: skip
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
-        start_new_session=True,
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=directory,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
     )  # fmt: skip
     try:
         stdout, stderr = process.communicate(timeout=DEADLINE)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # torchrun and its two workers
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and its workers
         process.communicate()
         raise
     assert process.returncode == 0, stderr
+    return stdout, stderr
+
+
+def test_pyro_bnn_train_under_torchrun(tmp_path):
+    stdout, stderr = torchrun(
+        ["-m", "pyro_bnn", "train", "--data", "digits", "--epochs", "1", "--train-subset", "256",
+         "--batch-size", "32", "--num-samples", "10", "--quiet", "--output", "run"],
+        tmp_path,
+    )  # fmt: skip
+    output = tmp_path / "run"
     # Rank 0 alone prints, warns and writes.
     assert stdout.count("sparse-vd lenet-300-100 on digits, 1 epochs") == 1, stdout
     assert stderr.count("shorter than the KL warm-up") == 1, stderr
@@ -419,3 +429,25 @@ def test_pyro_bnn_train_under_torchrun(tmp_path):
     assert len(metrics["history"]) == 1 and math.isfinite(metrics["history"][0]["loss"])
     payload = torch.load(output / "checkpoint.pt", weights_only=True)
     assert payload["epoch"] == 1 and payload["extra"]["run"]["processes"] == WORLD
+
+
+def test_the_readme_script_under_torchrun(tmp_path):
+    section = README.read_text().split("## Data-parallel training", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert "epochs=20" in block
+    (tmp_path / "train.py").write_text(block.replace("epochs=20", "epochs=2"))
+    stdout, _ = torchrun(["train.py"], tmp_path)
+    assert len(re.findall(r"^loss \d+\.\d, KL \d+\.\d$", stdout, flags=re.MULTILINE)) == 1, stdout
+    payload = torch.load(tmp_path / "runs/data-parallel/checkpoint.pt", weights_only=True)
+    assert payload["epoch"] == 2
+
+
+def test_a_sigint_that_torchrun_echoes_is_one_ctrl_c(interruptible):
+    """The terminal signals torchrun's workers, and torchrun forwards the signal to them."""
+    with _InterruptRequest(echo_seconds=60.0) as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert interrupt.requested
+    with pytest.raises(KeyboardInterrupt), _InterruptRequest(echo_seconds=0.0):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
