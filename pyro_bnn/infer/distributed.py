@@ -381,10 +381,6 @@ class DataParallel:
                 raise failure
             raise OtherProcessError(f"another process failed {what} (its own error says why)")
 
-    def barrier(self) -> None:
-        """Wait until every process arrives here."""
-        dist.barrier()
-
     def average(self, values: Sequence[float]) -> list[float]:
         """The mean over the processes of each of ``values`` (one small all-reduce)."""
         tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
@@ -405,28 +401,34 @@ class GradientAverager:
     """Averages the gradients of a fixed list of parameters across the processes, one flat
     all-reduce per bucket (usually one per step), and with them a few numbers of the step.
 
-    A bucket is ``[gradients of its parameters | one flag per parameter | the numbers]`` (the
-    numbers in the first bucket only).  A parameter without a gradient on a process (unused by
-    its batch) contributes zeros and flag 0; after the sum, every parameter that had a gradient
-    somewhere gets ``sum / P``, the others keep ``grad = None`` on every process, as in one
-    process that never used them, so optimizers skip the same parameters everywhere.
+    A bucket is ``[gradients of its parameters | one flag per parameter | the numbers]``, the
+    numbers in the first float32 or float64 bucket only (a loss of 1e5 nats overflows float16;
+    without such a bucket they take an all-reduce of their own).  A parameter without a gradient
+    on a process (unused by its batch) contributes zeros and flag 0; after the sum, every
+    parameter that had a gradient somewhere gets ``sum / P``, the others keep ``grad = None`` on
+    every process, as in one process that never used them, so optimizers skip the same
+    parameters everywhere.
     """
 
     def __init__(self, parameters: Sequence[torch.Tensor], parallel: DataParallel):
         self.parameters = list(parameters)
         self.parallel = parallel
         self.buckets = _buckets(self.parameters)
+        wide = (torch.float32, torch.float64)
+        self.carrier = next(
+            (i for i, b in enumerate(self.buckets) if self.parameters[b[0]].dtype in wide), None
+        )
 
     def __call__(self, numbers: Sequence[float]) -> list[float]:
         """Average the gradients in place and return the mean of ``numbers`` over the processes
         (NaN or infinite wherever one process's number is)."""
         numbers = list(numbers)
-        if not self.buckets:
-            return self.parallel.average(numbers)
+        if self.carrier is None:
+            numbers = self.parallel.average(numbers)
         world_size = self.parallel.world_size
         for position, bucket in enumerate(self.buckets):
             members = [self.parameters[i] for i in bucket]
-            extra = numbers if position == 0 else []
+            extra = numbers if position == self.carrier else []
             sizes = [p.numel() for p in members]
             total = sum(sizes)
             flat = torch.zeros(

@@ -42,7 +42,7 @@ from .collapse import (
     collapse_message,
     collapse_symptoms,
 )
-from .distributed import DataParallel, GradientAverager, OtherProcessError, set_epoch
+from .distributed import DataParallel, GradientAverager, OtherProcessError, barrier, set_epoch
 from .kl_weight import KLWeight, blundell_weight, warmup_weight
 from .optimizers import TrainingOptimizer, check_optimizer_argument, make_optimizer
 from .trace_kl_elbo import TraceKL_ELBO
@@ -408,9 +408,8 @@ def fit(
                     history=[asdict(r) for r in history],
                     extra=extra,
                 )
-            if parallel is not None:
-                # No process goes on, and perhaps reads the file, before it is complete.
-                parallel.barrier()
+            # No process goes on, and perhaps reads the file, before it is complete.
+            barrier()
 
         def stop(epoch: int, steps: int) -> TrainingInterrupted:
             if checkpoint is not None:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from pyro_bnn.cli import main
 from pyro_bnn.infer import NonFiniteLossError, OtherProcessError, fit
 from pyro_bnn.infer.distributed import (
+    DataParallel,
     distributed_loader,
     init_distributed,
     is_main_process,
@@ -169,6 +170,20 @@ def sparse_vd_run(rank: int) -> dict:
     return {"state": parameters(model, guide), "history": history(records)}
 
 
+def averaged_gradients(rank: int) -> dict:
+    """``a`` has a gradient in both processes, ``b`` in rank 1's only, ``c`` in none, and the
+    float16 ``d`` in rank 0's only, in a bucket of its own."""
+    a, b, c = (torch.zeros(3, requires_grad=True) for _ in range(3))
+    d = torch.zeros(2, dtype=torch.float16, requires_grad=True)
+    a.grad = torch.full((3,), 2.0 + rank)
+    if rank == 1:
+        b.grad = torch.tensor([4.0, 6.0, 8.0])
+    else:
+        d.grad = torch.tensor([2.0, -2.0], dtype=torch.float16)
+    numbers = DataParallel().gradient_averager([a, b, c, d])([10.0 * (rank + 1), 1e5])
+    return {"grads": [p.grad for p in (a, b, c, d)], "numbers": numbers}
+
+
 def worker(rank: int, port: int, directory: str) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
@@ -179,6 +194,7 @@ def worker(rank: int, port: int, directory: str) -> None:
     try:
         with process_group(timeout=timedelta(seconds=60)):
             results["main"] = is_main_process()
+            results["averager"] = averaged_gradients(rank)
             results["resumed"] = resumed_map_run(rank, directory)
             results["sampler"] = sampler_map_run(rank)
             for problem in ("infinite loss", "nan input", "model error"):
@@ -243,6 +259,16 @@ def check_history(parallel: list[dict], single: list[dict]) -> None:
         assert ours.keys() == reference.keys()
         for key, value in reference.items():
             assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+
+
+def test_gradients_are_averaged_where_any_process_has_one(ranks):
+    for rank in ranks:
+        a, b, c, d = rank["averager"]["grads"]
+        assert torch.equal(a, torch.full((3,), 2.5))
+        assert torch.equal(b, torch.tensor([2.0, 3.0, 4.0]))  # zeros from rank 0
+        assert c is None  # no process had one: the optimizers skip it everywhere
+        assert d.dtype == torch.float16 and torch.equal(d, torch.tensor([1.0, -1.0]).half())
+        assert rank["averager"]["numbers"] == [15.0, 1e5]
 
 
 def test_two_processes_equal_one_over_the_global_batches(ranks):
