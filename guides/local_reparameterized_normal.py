@@ -34,4 +34,7 @@ class LocalReparameterizedNormal(LogVarianceNormal):
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         if sample_shape or not local_reparameterization_enabled():
             return super().rsample(sample_shape)
+        if self.log_variance is not None and "variance" not in self.__dict__:
+            # The layer takes it as it is (the fused kernel exponentiates it as it reads it).
+            return GaussianWeight(self.loc, log_variance=self.log_variance)
         return GaussianWeight(self.loc, variance=self.variance)

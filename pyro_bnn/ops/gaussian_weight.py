@@ -33,9 +33,12 @@ class GaussianWeight(StochasticWeight):
     :param loc: the mean, any shape (a layer's weight layout, optionally with leading sample
         dimensions).
     :param scale: the standard deviation, same shape as ``loc``.
-    :param variance: the variance instead of the standard deviation (give one of the two).  The
-        layers need only the variance, so a guide that has it (``exp`` of its log-variance)
-        saves a square root and a square per weight and step.
+    :param variance: the variance instead of the standard deviation (give one of the three).
+        The layers need only the variance, so a guide that has it saves a square root and a
+        square per weight and step.
+    :param log_variance: the log-variance instead (a mean-field guide's parameter as it is):
+        the fused kernel of :func:`~pyro_bnn.ops.sampled_linear` exponentiates it as it reads
+        it, the torch reference once per step.
     """
 
     @staticmethod
@@ -44,12 +47,14 @@ class GaussianWeight(StochasticWeight):
         loc: torch.Tensor,
         scale: torch.Tensor | None = None,
         variance: torch.Tensor | None = None,
+        log_variance: torch.Tensor | None = None,
     ):
-        if (scale is None) == (variance is None):
-            raise ValueError("GaussianWeight needs exactly one of scale and variance")
-        spread = scale if variance is None else variance
+        given = {"scale": scale, "variance": variance, "log_variance": log_variance}
+        given = {name: value for name, value in given.items() if value is not None}
+        if len(given) != 1:
+            raise ValueError("GaussianWeight needs exactly one of scale, variance and log_variance")
+        ((name, spread),) = given.items()
         if loc.shape != spread.shape:
-            name = "scale" if variance is None else "variance"
             raise ValueError(
                 f"loc {tuple(loc.shape)} and {name} {tuple(spread.shape)} must have the same shape"
             )
@@ -57,6 +62,7 @@ class GaussianWeight(StochasticWeight):
         weight._loc = loc
         weight._scale = scale
         weight._variance = variance
+        weight._log_variance = log_variance
         weight._source = None
         return weight
 
@@ -74,14 +80,22 @@ class GaussianWeight(StochasticWeight):
     @property
     def scale(self) -> torch.Tensor:
         if self._scale is None:
-            self._scale = _standard_deviation(self._variance)
+            self._scale = _standard_deviation(self.variance)
         return self._scale
 
     @property
     def variance(self) -> torch.Tensor:
         if self._variance is None:
-            self._variance = self._scale.square()
+            if self._log_variance is not None:
+                self._variance = self._log_variance.exp()
+            else:
+                self._variance = self._scale.square()
         return self._variance
+
+    @property
+    def log_variance(self) -> torch.Tensor | None:
+        """The log-variance when the weight was built from it, else ``None``."""
+        return self._log_variance
 
     def _draw(self) -> torch.Tensor:
         if self._source is not None:
@@ -112,12 +126,21 @@ def bias_noise(mean: torch.Tensor, bias_var: torch.Tensor | None, spatial: int =
 def _linear(input, weight, bias=None):
     if isinstance(input, StochasticWeight):
         return NotImplemented
-    weight_mean, weight_var = moments(weight)
     bias_mean, bias_var = moments(bias)
-    if weight_var is None:
+    if not isinstance(weight, GaussianWeight):
         # Only the bias is random: one independent bias draw per example.
-        return bias_noise(batched_linear(input, weight_mean, bias_mean), bias_var)
-    return sampled_linear(input, weight_mean, weight_var, bias_mean, bias_var)
+        mean = batched_linear(input, materialize(weight), bias_mean)
+        return bias_noise(mean, bias_var)
+    return sampled_linear(input, weight.loc, bias_mean=bias_mean, bias_var=bias_var,
+                          **_linear_moments(weight))  # fmt: skip
+
+
+def _linear_moments(weight: GaussianWeight) -> dict[str, torch.Tensor]:
+    """The weight's spread as :func:`sampled_linear` takes it: the log-variance where the weight
+    has one and the variance was not needed yet (the fused kernel reads it directly)."""
+    if weight.log_variance is not None and weight._variance is None:
+        return {"weight_var": None, "weight_log_var": weight.log_variance}
+    return {"weight_var": weight.variance}
 
 
 @register_conv_handler(GaussianWeight)

@@ -77,7 +77,7 @@ def _check_noise(noise: torch.Tensor | None, mean: torch.Tensor) -> torch.Tensor
 def sampled_linear(
     x: torch.Tensor,
     weight_mean: torch.Tensor,
-    weight_var: torch.Tensor,
+    weight_var: torch.Tensor | None,
     bias_mean: torch.Tensor | None = None,
     bias_var: torch.Tensor | None = None,
     input_scale: torch.Tensor | None = None,
@@ -85,6 +85,7 @@ def sampled_linear(
     *,
     output_scale: torch.Tensor | None = None,
     scale_variance: bool = True,
+    weight_log_var: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A sample of ``x @ W.T + b`` for independent Gaussian ``W`` and ``b``, per example.
 
@@ -103,18 +104,27 @@ def sampled_linear(
         unit, broadcastable to the output; scales the mean by z and the variance by z**2.
     :param scale_variance: whether the scales enter the variance too (Bayesian compression:
         ``z**2`` on the variance) or only the mean (multiplicative normalizing flows).
+    :param weight_log_var: the log-variances instead of ``weight_var`` (pass ``None`` there):
+        a mean-field guide's parameters as they are; the fused kernel exponentiates them as it
+        reads them.
     :returns: ``(x s) @ mu.T + b_mu + sqrt((x s)**2 @ var.T + b_var) * noise``, of shape
         ``(..., out)`` (with ``x``, not ``x s``, in the variance when ``scale_variance`` is
         false).
     """
-    _check_moments(weight_mean, weight_var, bias_mean, bias_var)
+    if (weight_var is None) == (weight_log_var is None):
+        raise ValueError("give exactly one of weight_var and weight_log_var")
+    spread = weight_var if weight_log_var is None else weight_log_var
+    _check_moments(weight_mean, spread, bias_mean, bias_var)
     if noise is None and fused_kernel_applies(
-        x, weight_mean, weight_var, bias_mean, bias_var, input_scale, output_scale
+        x, weight_mean, spread, bias_mean, bias_var, input_scale, output_scale
     ):
         return fused_sampled_linear(
             x, weight_mean, weight_var, bias_mean, bias_var, input_scale,
             output_scale=output_scale, scale_variance=scale_variance,
+            weight_log_var=weight_log_var,
         )  # fmt: skip
+    if weight_var is None:
+        weight_var = weight_log_var.exp()
     scaled = x if input_scale is None else x * input_scale
     mean = batched_linear(scaled, weight_mean, bias_mean)
     variance = batched_linear((scaled if scale_variance else x).square(), weight_var, bias_var)

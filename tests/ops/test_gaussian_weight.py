@@ -197,10 +197,37 @@ def test_shape_mismatch():
 
 
 def test_needs_exactly_one_of_scale_and_variance():
-    with pytest.raises(ValueError, match="exactly one of scale and variance"):
+    message = "exactly one of scale, variance and log_variance"
+    with pytest.raises(ValueError, match=message):
         GaussianWeight(torch.zeros(3))
-    with pytest.raises(ValueError, match="exactly one of scale and variance"):
+    with pytest.raises(ValueError, match=message):
         GaussianWeight(torch.zeros(3), torch.ones(3), torch.ones(3))
+    with pytest.raises(ValueError, match=message):
+        GaussianWeight(torch.zeros(3), variance=torch.ones(3), log_variance=torch.zeros(3))
+    with pytest.raises(ValueError, match="log_variance"):
+        GaussianWeight(torch.zeros(3), log_variance=torch.zeros(4))
+
+
+def test_log_variance_form_is_the_same_distribution():
+    # The layer gets the log-variance as it is; the output and its gradients are those of the
+    # variance form, given the same noise.
+    _, loc, scale = gaussian(3, 4)
+    log_variance = (2 * scale.log()).detach().requires_grad_()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    torch.manual_seed(3)
+    from_log = F.linear(x, GaussianWeight(loc, log_variance=log_variance))
+    (loc_grad, log_grad) = torch.autograd.grad(from_log.square().sum(), (loc, log_variance))
+    torch.manual_seed(3)
+    from_variance = F.linear(x, GaussianWeight(loc, variance=log_variance.exp()))
+    expected = torch.autograd.grad(from_variance.square().sum(), (loc, log_variance))
+    torch.testing.assert_close(from_log, from_variance)
+    torch.testing.assert_close(loc_grad, expected[0])
+    torch.testing.assert_close(log_grad, expected[1])
+    weight = GaussianWeight(loc, log_variance=log_variance)
+    assert weight.log_variance is log_variance
+    torch.testing.assert_close(weight.scale, scale)
+    with pytest.raises(ValueError, match="exactly one of weight_var and weight_log_var"):
+        sampled_linear(x, loc, log_variance.exp(), weight_log_var=log_variance)
 
 
 def test_variance_form_is_the_same_distribution():
