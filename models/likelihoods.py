@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
+from torch.distributions.utils import lazy_property
 
 from pyro_bnn.util import all_finite
 
@@ -44,6 +45,38 @@ def _check_batch(output: torch.Tensor, target: torch.Tensor | None) -> None:
         raise ValueError(
             f"the targets have {target.shape[0]} rows but the inputs have {output.shape[0]}"
         )
+
+
+class _CrossEntropyCategorical(dist.Categorical):
+    """``Categorical(logits=logits)`` that scores a batch of labels with one fused
+    ``F.cross_entropy`` (log-softmax and gather in one kernel) and normalizes its logits only
+    if something else asks for them.
+
+    ``Categorical`` subtracts ``logsumexp`` from the logits when it is built, then gathers
+    from them in ``log_prob``: two more passes and temporaries than the deterministic
+    network's loss, on every training step.  Values of another shape than the batch (sample
+    dimensions, enumeration) take the ``Categorical``'s own path.  Arguments are not validated:
+    the likelihood checks the labels itself.
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        self._unnormalized = logits
+        self._param = logits
+        self._num_events = logits.shape[-1]
+        batch_shape = logits.shape[:-1] if logits.dim() > 1 else torch.Size()
+        torch.distributions.Distribution.__init__(self, batch_shape, validate_args=False)
+
+    @lazy_property
+    def logits(self) -> torch.Tensor:
+        return self._unnormalized - self._unnormalized.logsumexp(dim=-1, keepdim=True)
+
+    def expand(self, batch_shape, _instance=None):
+        return dist.Categorical(logits=self.logits, validate_args=False).expand(batch_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._unnormalized.dim() == 2 and value.shape == self.batch_shape:
+            return -F.cross_entropy(self._unnormalized, value, reduction="none")
+        return super().log_prob(value)
 
 
 class _Likelihood(PyroModule):
@@ -100,7 +133,7 @@ class CategoricalLikelihood(_Likelihood):
             _check_batch(logits, target)
         # The targets were checked above; validating them again inside log_prob costs more
         # than the log-likelihood itself.
-        fn = dist.Categorical(logits=logits, validate_args=False)
+        fn = _CrossEntropyCategorical(logits)
         with self._plate(logits.shape[-2], logits.device):
             pyro.sample(OBSERVATION_SITE, fn, obs=target)
         return logits

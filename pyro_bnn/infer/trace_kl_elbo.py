@@ -48,19 +48,18 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The negative ELBO as a differentiable tensor (averaged over particles)."""
-        loss = torch.zeros(())
+        loss = 0.0  # a number, not a tensor: one allocation less per step
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             _, surrogate_loss = self._differentiable_loss_particle(model_trace, guide_trace)
             loss = loss + surrogate_loss / self.num_particles
-        return loss
+        return torch.as_tensor(loss)
 
     def _get_traces(self, model, guide, args, kwargs):
         self.last_terms = {"data": 0.0, "kl": 0.0}
         yield from super()._get_traces(model, guide, args, kwargs)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        data_term = torch.zeros(())
-        kl_term = torch.zeros(())
+        data_term = kl_term = 0.0  # numbers until a site adds a tensor
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] != "sample":
                 continue
@@ -88,7 +87,7 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
         self.last_terms["kl"] += torch_item(kl_term) / self.num_particles
         # Unlike Pyro's ELBOs, no warn_if_nan: it registers a backward hook on every step, and
         # pyro_bnn.fit stops with a clear error on a non-finite loss.
-        surrogate_loss = kl_term - data_term
+        surrogate_loss = torch.as_tensor(kl_term - data_term)
         return torch_item(surrogate_loss), surrogate_loss
 
     def _log_prob_sum(self, site: dict) -> torch.Tensor:

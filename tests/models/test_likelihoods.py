@@ -51,6 +51,27 @@ def test_categorical_log_prob_and_plate_scale():
     assert not trace(likelihood, logits, None)["is_observed"]
 
 
+def test_categorical_site_is_the_categorical_it_scores_as():
+    # The observation site scores labels with one fused cross-entropy; every other use (its
+    # moments, samples, values with sample dimensions, expand) is the Categorical's.
+    likelihood = CategoricalLikelihood(num_data=30, num_classes=4)
+    logits = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([3, 0, 1, 1, 2])
+    fn = trace(likelihood, logits, labels)["fn"]
+    reference = torch.distributions.Categorical(logits=logits)
+    ours, theirs = fn.log_prob(labels), reference.log_prob(labels)
+    torch.testing.assert_close(ours, theirs)
+    grads = [torch.autograd.grad(v.sum(), logits)[0] for v in (ours, theirs)]
+    torch.testing.assert_close(grads[0], grads[1])
+    stacked = torch.stack([labels, labels.flip(0)])
+    torch.testing.assert_close(fn.log_prob(stacked), reference.log_prob(stacked))
+    torch.testing.assert_close(fn.logits, reference.logits)
+    torch.testing.assert_close(fn.probs, reference.probs)
+    torch.testing.assert_close(fn.entropy(), reference.entropy())
+    assert fn.batch_shape == (5,) and fn.event_shape == () and fn.sample().shape == (5,)
+    assert fn.expand((2, 5)).batch_shape == (2, 5)
+
+
 @pytest.mark.parametrize(
     "labels, match",
     [
