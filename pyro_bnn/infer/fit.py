@@ -24,11 +24,13 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 
 import pyro
 import torch
 from pyro.infer import ELBO
+from pyro.infer import util as infer_util
 from pyro.optim import PyroOptim
 from torch import nn
 from tqdm import tqdm
@@ -481,6 +483,18 @@ def _stop(optimizer: TrainingOptimizer, what: str, epoch: int, step: int, remedi
     )
 
 
+@contextmanager
+def _structure_validation(enabled: bool):
+    """Turn the ELBOs' structural checks (``pyro.infer``'s validation flag) on or off for a
+    block; distribution and handler validation keep their own flags."""
+    previous = infer_util.is_validation_enabled()
+    infer_util.enable_validation(enabled)
+    try:
+        yield
+    finally:
+        infer_util.enable_validation(previous)
+
+
 @dataclass
 class _Training:
     """What stays fixed across the epochs of one :func:`fit` call."""
@@ -507,9 +521,18 @@ class _Training:
     def run_epoch(self, epoch: int, data: Iterable, baseline: ConstantPredictor | None):
         """One pass over ``data``; feeds each batch's targets to ``baseline`` when given.
 
+        The ELBO's structural validation (the model and guide have the same sites, of shapes
+        that fit their plates) runs on the epoch's first step only: the structure is the same
+        on every step, and checking it costs a few percent of a small network's step.  The
+        data (:func:`check_batch`) and the distributions' arguments are checked on every step.
+
         :raises _Stopped: Ctrl-C was pressed; checked before each step and after it (in
             data-parallel training after it only, as the processes agree on it in the step).
         """
+        with ExitStack() as after_first_step:
+            return self._epoch(epoch, data, baseline, after_first_step)
+
+    def _epoch(self, epoch, data, baseline, after_first_step: ExitStack) -> EpochRecord:
         started = time.perf_counter()
         losses, data_terms, kls, weights = [], [], [], []
         num_steps, optimizer, parameters = self.num_steps, self.optimizer, self.parameters
@@ -549,6 +572,8 @@ class _Training:
             optimizer.step()
             self.steps = step + 1
             self.total_steps += 1
+            if step == 0:
+                after_first_step.enter_context(_structure_validation(False))
 
             losses.append(loss)
             weights.append(weight)
@@ -590,16 +615,18 @@ class _Training:
     def _loss_and_grads(self, args: tuple) -> float:
         """The ELBO loss of the batch; its gradients are in the parameters' ``.grad`` where the
         loss is finite."""
+        # At weight 1 the KL weight changes nothing: the model and guide run without its handler.
+        weighted = self.kl_weight.weight != 1.0
+        model = self.weighted_model if weighted else self.model
+        guide = self.weighted_guide if weighted else self.guide
         if hasattr(self.elbo, "differentiable_loss"):
-            surrogate = self.elbo.differentiable_loss(
-                self.weighted_model, self.weighted_guide, *args
-            )
+            surrogate = self.elbo.differentiable_loss(model, guide, *args)
             loss = surrogate.item()
             if math.isfinite(loss):
                 surrogate.backward()
             return loss
         # ELBOs such as RenyiELBO only offer loss_and_grads, which runs backward itself.
-        return self.elbo.loss_and_grads(self.weighted_model, self.weighted_guide, *args)
+        return self.elbo.loss_and_grads(model, guide, *args)
 
     def _averaged_loss_and_grads(self, args: tuple, epoch: int, step: int):
         """:meth:`_loss_and_grads` of this process's batch, then the gradients, the loss and the

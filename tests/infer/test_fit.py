@@ -684,3 +684,26 @@ def test_constant_predictor_reduces_in_chunks_as_at_once(kind, monkeypatch):
         values.append(baseline.log_likelihood())
     assert values[0] == pytest.approx(values[1], rel=1e-12)
     assert values[0] == pytest.approx(values[2], rel=1e-12)
+
+
+def test_structure_is_validated_on_each_epochs_first_step(monkeypatch):
+    # The model/guide match is checked once per epoch (3 steps each), with validation on; the
+    # distributions' arguments stay validated, and the flag is restored afterwards.
+    from pyro.infer import util as infer_util
+
+    from pyro_bnn.infer import trace_kl_elbo
+
+    calls = []
+    original = trace_kl_elbo.check_model_guide_match
+    monkeypatch.setattr(
+        trace_kl_elbo,
+        "check_model_guide_match",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    model, guide, loader, _, _ = classification_problem()
+    assert len(loader) == 3
+    with pyro.validation_enabled(True):
+        fit(model, guide, loader, epochs=2, progress=False)
+        assert infer_util.is_validation_enabled()
+    # The first call of the guide (fit's set-up) is not an ELBO evaluation.
+    assert len(calls) == 2
