@@ -71,7 +71,11 @@ class _CrossEntropyCategorical(dist.Categorical):
         return self._unnormalized - self._unnormalized.logsumexp(dim=-1, keepdim=True)
 
     def expand(self, batch_shape, _instance=None):
-        return dist.Categorical(logits=self.logits, validate_args=False).expand(batch_shape)
+        # Pyro's plates expand every site to the plate's shape, most often the shape it has.
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape == self.batch_shape:
+            return self
+        return type(self)(self._unnormalized.expand(batch_shape + (self._num_events,)))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._unnormalized.dim() == 2 and value.shape == self.batch_shape:

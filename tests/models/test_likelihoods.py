@@ -70,6 +70,9 @@ def test_categorical_site_is_the_categorical_it_scores_as():
     torch.testing.assert_close(fn.entropy(), reference.entropy())
     assert fn.batch_shape == (5,) and fn.event_shape == () and fn.sample().shape == (5,)
     assert fn.expand((2, 5)).batch_shape == (2, 5)
+    torch.testing.assert_close(fn.expand((2, 5)).log_prob(stacked), reference.log_prob(stacked))
+    # The site keeps the fast form inside the plate.
+    assert type(fn).__name__ == "_CrossEntropyCategorical"
 
 
 @pytest.mark.parametrize(
