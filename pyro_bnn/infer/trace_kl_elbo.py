@@ -8,7 +8,8 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.trace_mean_field_elbo import _check_mean_field_requirement
 from pyro.infer.util import is_validation_enabled, torch_item
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import kl_divergence
 
@@ -37,14 +38,12 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
         self.last_terms: dict[str, float] = {}
 
     def _get_trace(self, model, guide, args, kwargs):
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+        guide_trace = _run_traced(guide, args, kwargs)
+        model_trace = _run_traced(poutine.replay(model, trace=guide_trace), args, kwargs)
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
             _check_mean_field_requirement(model_trace, guide_trace)
-        return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+        return _without_subsample_sites(model_trace), _without_subsample_sites(guide_trace)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The negative ELBO as a differentiable tensor (averaged over particles)."""
@@ -96,3 +95,18 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
             site["log_prob"] = log_prob
             check_site_shape(site, self.max_plate_nesting)
         return scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
+
+
+def _run_traced(fn, args, kwargs) -> Trace:
+    """``poutine.trace(fn).get_trace(*args, **kwargs)`` without its defensive copy: the trace
+    is made here for this step alone."""
+    handler = poutine.trace(fn)
+    handler(*args, **kwargs)
+    return handler.msngr.trace
+
+
+def _without_subsample_sites(trace: Trace) -> Trace:
+    """``prune_subsample_sites`` in place (that function copies the trace first)."""
+    for name in [name for name, site in trace.nodes.items() if site_is_subsample(site)]:
+        trace.remove_node(name)
+    return trace
