@@ -34,7 +34,9 @@ broadcast from rank 0, gradient averaging in flat buckets, agreement on flags).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
@@ -102,7 +104,8 @@ def init_distributed(backend: str | None = None, timeout: timedelta | None = Non
 
     Outside ``torchrun``, or with ``WORLD_SIZE=1``, it does nothing.  A group that is already
     initialized is kept as it is.  With NCCL in the backend, the process's current CUDA device
-    becomes ``LOCAL_RANK``, so that each process drives its own GPU.
+    becomes ``LOCAL_RANK``, so that each process drives its own GPU.  A group created here is
+    destroyed when the interpreter exits, unless it was destroyed before.
 
     :param backend: ``torch.distributed``'s backend; default :func:`default_backend`.
     :param timeout: how long a collective waits for the other processes before failing.
@@ -130,8 +133,22 @@ def init_distributed(backend: str | None = None, timeout: timedelta | None = Non
     if "nccl" in backend:
         torch.cuda.set_device(local_rank)
     options = {} if timeout is None else {"timeout": timeout}
+    # torch._dynamo, which the first torch.optim optimizer imports, keeps references to the
+    # process group that exists when it is imported: destroy_process_group() then leaves the
+    # group and its worker threads alive into the interpreter's finalization, where a thread
+    # still releasing a finished collective's tensors aborts the process now and then.
+    # Imported before the group exists, it holds none.
+    importlib.import_module("torch._dynamo")
     dist.init_process_group(backend, rank=rank, world_size=world_size, **options)
+    # Before the interpreter's finalization, for the same reason, in a script that never
+    # destroys the group itself.
+    atexit.register(_destroy_process_group)
     return True
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager
@@ -144,8 +161,8 @@ def process_group(backend: str | None = None, timeout: timedelta | None = None) 
     try:
         yield parallel
     finally:
-        if created and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if created:
+            _destroy_process_group()
 
 
 def is_main_process() -> bool:
