@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import statistics
@@ -68,7 +67,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks
 import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results.jsonl")
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -446,9 +444,6 @@ def main(argv: list[str] | None = None) -> dict:
         f"({100 * profile['dag_pairwise_share']:.0f}% on the DAG's, N = |R|)"
     )
     print(f"\nTarget (an FNP step <= {TARGET_RATIO:g}x the deterministic step): {verdict(summary)}")
-    output = options.output
-    if output is None and not options.smoke:
-        output = RESULTS
     record = {
         "benchmark": "fnp_cost",
         **run,
@@ -457,11 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
         **summary,
         "times_ms": {kind: [1000 * t for t in values] for kind, values in times.items()},
     }
-    if output is None:
-        print("(smoke run: nothing recorded)")
-    else:
-        with open(output, "a") as file:
-            file.write(json.dumps(record) + "\n")
+    provenance.append_record(record, options.output, options.smoke)
     return record
 
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
-from provenance import HERE, run  # noqa: E402
+import provenance  # noqa: E402
 
 #: Peers that, like ``ours-fit-ws*``, draw one weight sample per step.
 WEIGHT_SAMPLED_PEERS = ("bt", "blitz", "pyro")
@@ -136,13 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     ours, theirs = argv[:split], argv[split + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", required=True, help="the peer benchmark script")
-    parser.add_argument(
-        "--output", default=os.path.join(HERE, "results.jsonl"), help="JSON lines to append to"
-    )
+    parser.add_argument("--output", default=provenance.RESULTS, help="JSON lines to append to")
     options = parser.parse_args(ours)
     if not os.path.isfile(options.peers):
         parser.error(f"--peers: no file {options.peers}")
-    record = run("peer_training.py", argv, threads=_threads(theirs))
+    record = provenance.run("peer_training.py", argv, threads=_threads(theirs))
     peers = load_peers(options.peers)
     add_weight_sampled_variants(peers)
     with tempfile.TemporaryDirectory() as directory:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -58,3 +59,19 @@ def add_record_options(parser: argparse.ArgumentParser, smoke: str) -> None:
         help="JSON lines file to append to (default benchmarks/results.jsonl; none for --smoke)",
     )
     parser.add_argument("--smoke", action="store_true", help=smoke)
+
+
+#: Where runs are recorded unless told otherwise.
+RESULTS = os.path.join(HERE, "results.jsonl")
+
+
+def append_record(record: dict, output: str | None, smoke: bool) -> None:
+    """Append ``record`` as one JSON line to ``output``; by default to :data:`RESULTS`, except
+    for a smoke run, which records nothing unless given an ``output``."""
+    if output is None and not smoke:
+        output = RESULTS
+    if output is None:
+        print("(smoke run: nothing recorded)")
+        return
+    with open(output, "a") as file:
+        file.write(json.dumps(record) + "\n")

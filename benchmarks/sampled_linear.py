@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -54,7 +53,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks
 import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results.jsonl")
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 MLP_SHAPES = [(b, i, o) for i, o in ((784, 300), (300, 100)) for b in (128, 512, 2048, 8192)]
@@ -481,14 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
         record["timings"] = rows
         print(table(rows))
 
-    output = options.output
-    if output is None and not options.smoke:
-        output = RESULTS
-    if output is None:
-        print("(smoke run: nothing recorded)")
-    else:
-        with open(output, "a") as file:
-            file.write(json.dumps(record) + "\n")
+    provenance.append_record(record, options.output, options.smoke)
     return record
 
 
