@@ -84,7 +84,23 @@ def sparse_vd_kl(log_alpha: torch.Tensor) -> torch.Tensor:
     return K1 - K1 * torch.sigmoid(K2 + K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
 
 
-class _SparseVDKL(torch.autograd.Function):
+class _PrecomputedGradient(torch.autograd.Function):
+    """An elementwise KL whose forward pass saves its local derivatives with respect to the
+    guide's mean and log-variance (its first two inputs, the only differentiable ones), so the
+    backward pass is two products."""
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_loc, grad_log_variance = ctx.saved_tensors
+        extra = (None,) * (len(ctx.needs_input_grad) - 2)  # the prior's constants
+        return (
+            grad * grad_loc if ctx.needs_input_grad[0] else None,
+            grad * grad_log_variance if ctx.needs_input_grad[1] else None,
+            *extra,
+        )
+
+
+class _SparseVDKL(_PrecomputedGradient):
     """:func:`sparse_vd_kl` of ``log alpha = log sigma^2 - log mu^2`` as one fused operation.
 
     It is evaluated for every weight of a network on every training step, where it used to cost
@@ -118,14 +134,6 @@ class _SparseVDKL(torch.autograd.Function):
             ctx.save_for_backward(grad_loc, grad_log_alpha)
         return kl
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad_loc, grad_log_alpha = ctx.saved_tensors
-        return (
-            grad * grad_loc if ctx.needs_input_grad[0] else None,
-            grad * grad_log_alpha if ctx.needs_input_grad[1] else None,
-        )
-
 
 def sparse_vd_kl_normal(loc: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
     """:func:`sparse_vd_kl` of a Normal(loc, exp(log_variance)) guide, per weight, computed
@@ -143,7 +151,7 @@ def _constant_view(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-class _NormalKL(torch.autograd.Function):
+class _NormalKL(_PrecomputedGradient):
     r"""KL(N(mu, exp(lv)) || N(m, s^2)) per entry, from the guide's mean and log-variance, with
     a hand-written gradient for a prior that is not trained.
 
@@ -170,16 +178,6 @@ class _NormalKL(torch.autograd.Function):
                 diff.mul_(precision), variance.mul_(precision).sub_(1.0).mul_(0.5)
             )
         return kl
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad_loc, grad_log_variance = ctx.saved_tensors
-        return (
-            grad * grad_loc if ctx.needs_input_grad[0] else None,
-            grad * grad_log_variance if ctx.needs_input_grad[1] else None,
-            None,
-            None,
-        )
 
 
 def normal_kl_normal(
