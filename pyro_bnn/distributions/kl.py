@@ -226,13 +226,10 @@ def expand_to_pair(kl: torch.Tensor, p, q) -> torch.Tensor:
 
 @register_kl(Normal, ImproperLogUniform)
 def _kl_normal_improper_log_uniform(p: Normal, q: ImproperLogUniform) -> torch.Tensor:
-    return expand_to_pair(sparse_vd_kl_normal(p.loc, 2 * p.scale.log()), p, q)
-
-
-@register_kl(LogVarianceNormal, ImproperLogUniform)
-def _kl_log_variance_normal_improper_log_uniform(p, q) -> torch.Tensor:
-    # The guide's own log sigma^2, when it gave one, saves a logarithm per weight.
-    log_variance = 2 * p.scale.log() if p.log_variance is None else p.log_variance
+    # A LogVarianceNormal's own log sigma^2, when it kept one, saves a logarithm per weight.
+    log_variance = getattr(p, "log_variance", None)
+    if log_variance is None:
+        log_variance = 2 * p.scale.log()
     return expand_to_pair(sparse_vd_kl_normal(p.loc, log_variance), p, q)
 
 

@@ -57,6 +57,7 @@ def fused_kernel(enabled: bool = True) -> Iterator[None]:
 
 
 def fused_kernel_enabled() -> bool:
+    """Whether :func:`fused_kernel` currently lets :func:`sampled_linear` use the kernel."""
     return _ENABLED.get()
 
 
