@@ -214,9 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--penalty",
-        type=float,
+        action="append",
         default=None,
-        help="L0: lambda, nats per weight of an open group (default 0.1, the thesis's 0.1/N)",
+        metavar="[LAYER=]LAMBDA",
+        help="L0: lambda, nats per weight of an open group (default 0.1, the thesis's 0.1/N); "
+        "LAYER=LAMBDA sets one layer's (repeatable: the thesis's 'lambda sep.' runs), a bare "
+        "LAMBDA the other layers'",
     )
     train.add_argument(
         "--std-cap",
@@ -428,6 +431,7 @@ def _check_arguments(args) -> None:
         raise ValueError("--pretrain-epochs applies to the weight-space Bayesian methods only")
     if args.penalty is not None and args.method != "l0":
         raise ValueError("--penalty applies to --method l0 only")
+    args.penalty = _penalties(args.penalty)
     if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
         raise ValueError("--std-cap applies to the structured methods only")
     args.std_caps = _std_caps(args)
@@ -438,7 +442,7 @@ def _check_arguments(args) -> None:
         raise ValueError(
             f"--kl-warmup-epochs must be non-negative and finite, got {args.kl_warmup_epochs}"
         )
-    for name in ("threshold", "init_log_variance", "penalty"):
+    for name in ("threshold", "init_log_variance"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"--{name.replace('_', '-')} must be finite, got {value}")
@@ -446,10 +450,69 @@ def _check_arguments(args) -> None:
         from pyro_bnn.models.structured import METHODS as PRIORS
 
         # The prior classes check their own options and thresholds, before any data is read.
-        options = {} if args.penalty is None else {"penalty": args.penalty}
-        prior = PRIORS[args.method](**options)
+        penalties = args.penalty if isinstance(args.penalty, dict) else {None: args.penalty}
+        for penalty in penalties.values():
+            prior = PRIORS[args.method](**({} if penalty is None else {"penalty": penalty}))
         if args.threshold is not None:
             prior.check_threshold(args.threshold)
+
+
+def _layer_option(option: str, item: str, what: str) -> tuple[str | None, float]:
+    """``(layer, value)`` from ``LAYER=VALUE`` (or ``(None, value)`` from a bare ``VALUE`` when
+    ``what`` allows one), with an error naming the option."""
+    layer, equals, value = item.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{option} takes {what}, got {item!r}") from None
+    if equals and not layer:
+        raise ValueError(f"{option} takes {what}, got {item!r} (no layer before '=')")
+    if not math.isfinite(number):
+        raise ValueError(f"{option} must be finite, got {item!r}")
+    return (layer if equals else None), number
+
+
+def _penalties(items: list[str] | None) -> float | dict[str, float] | None:
+    """L0's lambda from the ``--penalty`` options: one number for every layer, or
+    ``{layer: lambda}`` with the bare number (or the default) under ``"*"`` for the layers not
+    named; the names are checked against the network once it is built (:func:`_per_layer`)."""
+    if items is None:
+        return None
+    default, layers = None, {}
+    for item in items:
+        layer, value = _layer_option("--penalty", item, "LAMBDA or LAYER=LAMBDA")
+        if layer is None:
+            if default is not None:
+                raise ValueError("--penalty takes one bare LAMBDA (the other layers' value)")
+            default = value
+        else:
+            layers[layer] = value
+    if not layers:
+        return default
+    from pyro_bnn.models.structured.l0_gates import DEFAULT_PENALTY
+
+    return {**layers, "*": DEFAULT_PENALTY if default is None else default}
+
+
+def _per_layer(net: torch.nn.Module, arch: str, args) -> None:
+    """Check the layers named by ``--std-cap`` and ``--penalty`` against ``net`` (a name the
+    network lacks would otherwise be ignored without a word) and spell the per-layer penalty
+    out for every layer that has groups."""
+    from pyro_bnn.models.structured import GROUP_DIMS
+
+    layers = [name for name, module in net.named_modules() if isinstance(module, tuple(GROUP_DIMS))]
+    named = {"--std-cap": args.std_caps or {}}
+    if isinstance(args.penalty, dict):
+        named["--penalty"] = {k: v for k, v in args.penalty.items() if k != "*"}
+    for option, values in named.items():
+        unknown = sorted(set(values) - set(layers))
+        if unknown:
+            raise ValueError(
+                f"{option} names {', '.join(map(repr, unknown))}, which {arch} does not have; "
+                f"its layers are {', '.join(layers)}"
+            )
+    if isinstance(args.penalty, dict):
+        args.penalty = {name: args.penalty.get(name, args.penalty["*"]) for name in layers}
 
 
 def _std_caps(args) -> dict[str, float] | None:
@@ -461,13 +524,12 @@ def _std_caps(args) -> dict[str, float] | None:
         return None
     caps = {}
     for item in args.std_cap:
-        layer, _, value = item.partition("=")
-        try:
-            caps[layer] = float(value)
-        except ValueError:
-            raise ValueError(f"--std-cap takes LAYER=STD, got {item!r}") from None
-        if not (layer and caps[layer] > 0 and math.isfinite(caps[layer])):
+        layer, value = _layer_option("--std-cap", item, "LAYER=STD")
+        if layer is None:
+            raise ValueError(f"--std-cap takes LAYER=STD, got {item!r}")
+        if not value > 0:
             raise ValueError(f"--std-cap takes LAYER=STD with a positive STD, got {item!r}")
+        caps[layer] = value
     return caps
 
 
@@ -757,6 +819,7 @@ def _train(args) -> dict | None:
         train_set = TensorDataset(*(tensor[subset] for tensor in train_set.tensors))
     x_test, y_test = splits.test.tensors
     net = _network(args.arch, splits.input_shape, splits.num_classes)
+    _per_layer(net, args.arch, args)
 
     settings = {
         "command": shlex.join(["pyro-bnn", *getattr(args, "argv", sys.argv[1:])]),

@@ -27,7 +27,9 @@ def run(arguments):
 @pytest.fixture(scope="module")
 def l0_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("cli") / "l0"
-    code, out, err = run([*QUICK, "--method", "l0", "--output", str(output)])
+    # The thesis's "lambda sep." form: one layer's lambda named, the others' given bare.
+    code, out, err = run([*QUICK, "--method", "l0", "--penalty", "fc3=2", "--penalty", "0.2",
+                          "--output", str(output)])  # fmt: skip
     assert code == 0, err
     return output, out
 
@@ -39,6 +41,7 @@ def test_train_l0_records_the_pruned_network_and_expected_flops(l0_run):
     metrics = json.loads((output / "metrics.json").read_text())
     pruned = metrics["pruned"]
     assert pruned["original_architecture"] == "64-300-100"
+    assert metrics["penalty"] == {"fc1": 0.2, "fc2": 0.2, "fc3": 2.0}
     assert len(pruned["bits"].split("-")) == 3
     assert set(pruned["ratios"]) >= {"pruning", "fast_prediction", "maximum_compression"}
     # The expected FLOPs of every epoch, below the dense count (2 per multiply-add).
