@@ -12,6 +12,12 @@ architecture to ``benchmarks/results.jsonl``.
 
     python benchmarks/structured_compression.py --arch lenet-300-100 --epochs 12
     python benchmarks/structured_compression.py --arch lenet-5-caffe --epochs 5
+
+``--l0-penalty`` passes L0's lambda on (``LAYER=LAMBDA``, repeatable: the thesis's "lambda
+sep." runs).  Long runs can train in separate processes (``pyro-bnn train`` with the command
+this script would run, into ``OUTPUT/ARCH/METHOD``); ``--reuse-baseline --reuse-runs`` then
+compresses and reports them without training again, after checking that each was trained with
+this script's options.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 import time
 
 import torch
 
-from pyro_bnn.cli import main
+from pyro_bnn.cli import build_parser, main
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
 import provenance  # noqa: E402
@@ -44,12 +51,72 @@ def _run(arguments: list[str]) -> str:
     return stdout.getvalue()
 
 
+#: ``pyro-bnn train`` options that may differ between a reused run and this script's command.
+FREE_OPTIONS = ("output", "overwrite", "resume", "quiet", "threads")
+
+
+def _train_arguments(method: str, options) -> list[str]:
+    """The ``pyro-bnn train`` options of ``method``'s run (without the output directory)."""
+    if method == "deterministic":
+        arguments = ["--method", "deterministic", "--epochs",
+                     str(options.epochs + options.pretrain_epochs), "--lr",
+                     str(options.deterministic_lr), "--lr-schedule", "linear"]  # fmt: skip
+    else:
+        arguments = ["--method", method, "--epochs", str(options.epochs), "--pretrain-epochs",
+                     str(options.pretrain_epochs), "--lr", str(options.lr), "--lr-schedule",
+                     "linear", "--num-samples", str(options.num_samples)]  # fmt: skip
+        if method == "l0":
+            for value in options.l0_penalty or ():
+                arguments += ["--penalty", value]
+    return [*arguments, "--arch", options.arch, "--data", options.data, "--seed",
+            str(options.seed), "--threads", str(options.threads), "--quiet"]  # fmt: skip
+
+
+def _settings(arguments: list[str]) -> dict:
+    """The parsed ``pyro-bnn train`` options that decide what a run computes."""
+    parsed = vars(build_parser().parse_args(["train", *arguments]))
+    return {
+        key: sorted(value) if isinstance(value, list) else value
+        for key, value in parsed.items()
+        if key not in FREE_OPTIONS
+    }
+
+
+def _reusable(run: str, method: str, options) -> bool:
+    """Whether ``run`` holds a finished run of ``method`` trained with this script's options; a
+    finished run with other options is an error, not something to overwrite in silence."""
+    finished = [os.path.join(run, "metrics.json")]
+    if method != "deterministic":
+        finished.append(os.path.join(run, "checkpoint.pt"))
+    if not all(os.path.isfile(path) for path in finished):
+        return False
+    with open(finished[0]) as file:
+        command = shlex.split(json.load(file)["command"])
+    recorded = _settings(command[2:])  # past "pyro-bnn train"
+    expected = _settings(_train_arguments(method, options))
+    differing = sorted(key for key in expected if recorded.get(key) != expected[key])
+    if differing:
+        raise ValueError(
+            f"{run} holds a run trained with other options ("
+            + ", ".join(f"{key} {recorded.get(key)!r}, here {expected[key]!r}" for key in differing)
+            + "); remove it or run without --reuse-runs"
+        )
+    return True
+
+
 def _option(key: str, value) -> str:
-    value = " ".join(map(str, value)) if isinstance(value, list) else value
-    return f"--{key.replace('_', '-')} {value}"
+    """``key``'s part of the command line that gives ``value`` (empty for an unset option)."""
+    flag = f"--{key.replace('_', '-')}"
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return flag
+    if key == "l0_penalty":  # repeated
+        return " ".join(f"{flag} {item}" for item in value)
+    return f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
-def main_benchmark() -> None:
+def main_benchmark(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="lenet-300-100")
     parser.add_argument("--data", default="fashion-mnist")
@@ -68,29 +135,43 @@ def main_benchmark() -> None:
         help="keep a deterministic run already in the output directory (methods split over "
         "several processes)",
     )
-    options = parser.parse_args()
+    parser.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="compress and report the Bayesian runs already trained in the output directory "
+        "with this script's options instead of training them again",
+    )
+    parser.add_argument(
+        "--l0-penalty",
+        action="append",
+        default=None,
+        metavar="[LAYER=]LAMBDA",
+        help="L0's lambda (pyro-bnn train --penalty; repeatable)",
+    )
+    parser.add_argument(
+        "--results",
+        default=os.path.join(HERE, "results.jsonl"),
+        help="JSON lines file the record is appended to",
+    )
+    options = parser.parse_args(argv)
     torch.set_num_threads(options.threads)
 
-    common = ["--arch", options.arch, "--data", options.data, "--seed", str(options.seed),
-              "--threads", str(options.threads), "--quiet", "--overwrite"]  # fmt: skip
     total = options.epochs + options.pretrain_epochs
     started = time.strftime("%Y-%m-%d %H:%M")
     commit = provenance.commit()  # the code that runs, not what HEAD is by the end
     rows = {}
     directory = os.path.join(options.output, options.arch)
     baseline = os.path.join(directory, "deterministic")
-    if not (options.reuse_baseline and os.path.isfile(os.path.join(baseline, "metrics.json"))):
-        _run(["train", "--method", "deterministic", "--epochs", str(total), "--lr",
-              str(options.deterministic_lr), "--lr-schedule", "linear", "--output", baseline,
-              *common])  # fmt: skip
+    if not (options.reuse_baseline and _reusable(baseline, "deterministic", options)):
+        _run(["train", *_train_arguments("deterministic", options), "--output", baseline,
+              "--overwrite"])  # fmt: skip
     with open(os.path.join(baseline, "metrics.json")) as file:
         rows["deterministic"] = {"error": json.load(file)["test"]["error"]}
     print(f"deterministic: {100 * rows['deterministic']['error']:.2f}%", flush=True)
     for method in options.methods:
         run = os.path.join(directory, method)
-        _run(["train", "--method", method, "--epochs", str(options.epochs), "--pretrain-epochs",
-              str(options.pretrain_epochs), "--lr", str(options.lr), "--lr-schedule", "linear",
-              "--num-samples", str(options.num_samples), "--output", run, *common])  # fmt: skip
+        if not (options.reuse_runs and _reusable(run, method, options)):
+            _run(["train", *_train_arguments(method, options), "--output", run, "--overwrite"])
         _run(["compress", run, "--threads", str(options.threads)])
         with open(os.path.join(run, "metrics.json")) as file:
             metrics = json.load(file)
@@ -140,7 +221,16 @@ def main_benchmark() -> None:
     record = {
         "benchmark": "structured_compression",
         "command": "python benchmarks/structured_compression.py "
-        + " ".join(_option(key, value) for key, value in vars(options).items() if key != "output"),
+        + " ".join(
+            filter(
+                None,
+                (
+                    _option(key, value)
+                    for key, value in vars(options).items()
+                    if key not in ("output", "results")
+                ),
+            )
+        ),
         "date": started,
         "commit": commit,
         "machine": provenance.machine(options.threads),
@@ -149,7 +239,7 @@ def main_benchmark() -> None:
         "epochs": {"pretrain": options.pretrain_epochs, "bayesian": options.epochs},
         "results": rows,
     }
-    with open(os.path.join(HERE, "results.jsonl"), "a") as file:
+    with open(options.results, "a") as file:
         file.write(json.dumps(record) + "\n")
 
 

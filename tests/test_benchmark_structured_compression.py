@@ -1,0 +1,46 @@
+"""benchmarks/structured_compression.py: L0's per-layer lambda, and runs trained elsewhere
+reported without training them again, but only when they were trained with its options."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.benchmark_scripts import load_benchmark
+
+QUICK = ["--arch", "lenet-300-100", "--data", "digits", "--epochs", "1", "--pretrain-epochs",
+         "1", "--methods", "l0", "--num-samples", "2", "--l0-penalty", "fc1=2",
+         "--l0-penalty", "0.5"]  # fmt: skip
+
+
+@pytest.fixture
+def benchmark():
+    threads = torch.get_num_threads()
+    yield load_benchmark("structured_compression")
+    torch.set_num_threads(threads)
+
+
+def test_reused_runs_are_reported_not_retrained(benchmark, tmp_path, capsys):
+    runs, results = tmp_path / "runs", tmp_path / "results.jsonl"
+    arguments = [*QUICK, "--output", str(runs), "--results", str(results)]
+    benchmark.main_benchmark(arguments)
+    l0 = runs / "lenet-300-100" / "l0"
+    metrics = json.loads((l0 / "metrics.json").read_text())
+    assert metrics["penalty"] == {"fc1": 2.0, "fc2": 0.5, "fc3": 0.5}
+    trained = {path: os.stat(path).st_mtime_ns for path in runs.rglob("metrics.json")}
+
+    benchmark.main_benchmark([*arguments, "--reuse-baseline", "--reuse-runs"])
+    assert {path: os.stat(path).st_mtime_ns for path in runs.rglob("metrics.json")} == trained
+    first, second = map(json.loads, results.read_text().splitlines())
+    assert second["results"] == first["results"] | {"l0": second["results"]["l0"]}
+    assert second["results"]["l0"]["architecture"] == first["results"]["l0"]["architecture"]
+    assert "--l0-penalty fc1=2 --l0-penalty 0.5" in second["command"]
+    assert "--reuse-runs" in second["command"] and "None" not in second["command"]
+    assert "| l0 | 64-" in capsys.readouterr().out
+
+    # A run trained with other options is an error, not a row of the table.
+    other = [*QUICK[:-4], "--l0-penalty", "0.1"]
+    with pytest.raises(ValueError, match="trained with other options .*penalty"):
+        reuse = ["--reuse-baseline", "--reuse-runs"]
+        benchmark.main_benchmark([*other, "--output", str(runs), "--results", str(results), *reuse])
