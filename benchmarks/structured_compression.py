@@ -14,10 +14,10 @@ architecture to ``benchmarks/results.jsonl``.
     python benchmarks/structured_compression.py --arch lenet-5-caffe --epochs 5
 
 ``--l0-penalty`` passes L0's lambda on (``LAYER=LAMBDA``, repeatable: the thesis's "lambda
-sep." runs).  Long runs can train in separate processes (``pyro-bnn train`` with the command
-this script would run, into ``OUTPUT/ARCH/METHOD``); ``--reuse-baseline --reuse-runs`` then
-compresses and reports them without training again, after checking that each was trained with
-this script's options.
+sep." runs), ``--l0-init-drop-rate`` the gates' starting dropout rate.  Long runs can train in
+separate processes (``pyro-bnn train`` with the command this script would run, into
+``OUTPUT/ARCH/METHOD``); ``--reuse-baseline --reuse-runs`` then compresses and reports them
+without training again, after checking that each was trained with this script's options.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def _train_arguments(method: str, options) -> list[str]:
         if method == "l0":
             for value in options.l0_penalty or ():
                 arguments += ["--penalty", value]
+            if options.l0_init_drop_rate is not None:
+                arguments += ["--init-drop-rate", str(options.l0_init_drop_rate)]
     return [*arguments, "--arch", options.arch, "--data", options.data, "--seed",
             str(options.seed), "--threads", str(options.threads), "--quiet"]  # fmt: skip
 
@@ -147,6 +149,12 @@ def main_benchmark(argv: list[str] | None = None) -> None:
         default=None,
         metavar="[LAYER=]LAMBDA",
         help="L0's lambda (pyro-bnn train --penalty; repeatable)",
+    )
+    parser.add_argument(
+        "--l0-init-drop-rate",
+        type=float,
+        default=None,
+        help="L0 gates' starting dropout rate (pyro-bnn train --init-drop-rate)",
     )
     parser.add_argument(
         "--results",

@@ -282,6 +282,7 @@ class AutoSiteGuide(AutoGuide):
                 max_scale=self._cap(name),
                 per_example=bool(trace_site["infer"].get("per_example", False)),
                 init_log_variance=trace_site["infer"].get("init_log_variance"),
+                init_log_alpha=trace_site["infer"].get("init_log_alpha"),
             )
             family, selector = self._default_family(site), "the default"
             for index, (key, candidate) in enumerate(self._families):

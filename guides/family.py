@@ -34,6 +34,8 @@ class Site:
     :ivar init_log_variance: a starting log-variance the model suggests for the site
         (``infer={"init_log_variance": ...}``, a number or a tensor of the site's shape), used
         by families that have one instead of their default.
+    :ivar init_log_alpha: a starting gate ``log alpha`` the model suggests
+        (``infer={"init_log_alpha": ...}``), used by the hard-concrete family.
     :ivar per_example: the model asked for the site's sample to be drawn afresh for every
         example where it scales a layer's weight (``infer={"per_example": True}``): a group
         scale, gate or noise, locally reparameterized (:func:`~pyro_bnn.ops.per_example`).
@@ -48,6 +50,7 @@ class Site:
     max_scale: float | None = None
     per_example: bool = False
     init_log_variance: float | torch.Tensor | None = None
+    init_log_alpha: float | torch.Tensor | None = None
 
 
 class GuideFamily:

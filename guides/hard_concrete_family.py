@@ -32,7 +32,8 @@ class HardConcreteFamily(GuideFamily):
     The temperature and the stretch interval are the prior's when the prior is a
     :class:`~pyro_bnn.distributions.HardConcrete` (so the registered KL between the two
     applies), else the seeds' defaults (2/3 and (-0.1, 1.1)).  The gates start open
-    (``log_alpha = init_log_alpha``).  The median is the test-time estimator of the L0 paper,
+    (``log_alpha = init_log_alpha``, or the model's ``infer={"init_log_alpha": ...}``).  The
+    median is the test-time estimator of the L0 paper,
     ``min(1, max(0, sigmoid(log_alpha) (r - l) + l))``.
 
     :param init_log_alpha: the initial ``log_alpha`` of every gate.
@@ -50,8 +51,9 @@ class HardConcreteFamily(GuideFamily):
         return None
 
     def parameters(self, site: Site, init: torch.Tensor) -> dict[str, PyroParam]:
-        log_alpha = torch.full(site.shape, self.init_log_alpha, dtype=init.dtype)
-        return {"log_alpha": PyroParam(log_alpha.to(init.device), constraints.real)}
+        start = self.init_log_alpha if site.init_log_alpha is None else site.init_log_alpha
+        log_alpha = torch.as_tensor(start).to(init).expand(site.shape).clone()
+        return {"log_alpha": PyroParam(log_alpha, constraints.real)}
 
     def posterior(self, site: Site, params: PyroModule) -> dist.Distribution:
         prior = site.prior

@@ -142,6 +142,7 @@ RESUME_MUST_MATCH = (
     "init_log_variance",
     "train_subset",
     "penalty",
+    "init_drop_rate",
     "std_caps",
 )
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -220,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="L0: lambda, nats per weight of an open group (default 0.1, the thesis's 0.1/N); "
         "LAYER=LAMBDA sets one layer's (repeatable: the thesis's 'lambda sep.' runs), a bare "
         "LAMBDA the other layers'",
+    )
+    train.add_argument(
+        "--init-drop-rate",
+        type=float,
+        default=None,
+        metavar="P",
+        help="L0: the gates' starting dropout rate (log alpha = log(1-P) - log P, the L0 "
+        "code's droprate_init; default: gates start open, log alpha = 3)",
     )
     train.add_argument(
         "--std-cap",
@@ -429,8 +438,9 @@ def _check_arguments(args) -> None:
         )
     if args.method in FNP_METHODS and args.pretrain_epochs:
         raise ValueError("--pretrain-epochs applies to the weight-space Bayesian methods only")
-    if args.penalty is not None and args.method != "l0":
-        raise ValueError("--penalty applies to --method l0 only")
+    for name in ("penalty", "init_drop_rate"):
+        if getattr(args, name) is not None and args.method != "l0":
+            raise ValueError(f"--{name.replace('_', '-')} applies to --method l0 only")
     args.penalty = _penalties(args.penalty)
     if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
         raise ValueError("--std-cap applies to the structured methods only")
@@ -452,9 +462,15 @@ def _check_arguments(args) -> None:
         # The prior classes check their own options and thresholds, before any data is read.
         penalties = args.penalty if isinstance(args.penalty, dict) else {None: args.penalty}
         for penalty in penalties.values():
-            prior = PRIORS[args.method](**({} if penalty is None else {"penalty": penalty}))
+            prior = PRIORS[args.method](**_l0_options(penalty, args.init_drop_rate))
         if args.threshold is not None:
             prior.check_threshold(args.threshold)
+
+
+def _l0_options(penalty, init_drop_rate) -> dict:
+    """The options of :class:`~pyro_bnn.models.structured.L0Gates` a run sets."""
+    options = {"penalty": penalty, "init_drop_rate": init_drop_rate}
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def _layer_option(option: str, item: str, what: str) -> tuple[str | None, float]:
@@ -678,7 +694,7 @@ def _bayesian(net, num_train: int, splits, run: dict):
             model, pretrained=model.initial_values, init_log_variance=init_log_variance
         )
         return model, guide
-    options = {} if run.get("penalty") is None else {"penalty": run["penalty"]}
+    options = _l0_options(run.get("penalty"), run.get("init_drop_rate"))
     model = BayesianNetwork(
         net, likelihood, prior=structured_prior(method, **options), input_shape=splits.input_shape
     )
@@ -839,6 +855,7 @@ def _train(args) -> dict | None:
         "num_samples": args.num_samples,
         "num_train": len(train_set),
         "penalty": args.penalty,
+        "init_drop_rate": args.init_drop_rate,
         "std_caps": args.std_caps,
         "processes": world_size(),
     }
@@ -875,7 +892,7 @@ def _train(args) -> dict | None:
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
 
     recorded = ("command", "method", "arch", "data", "epochs", "batch_size", "lr", "lr_schedule",
-                "pretrain_epochs", "seed", "num_train", "penalty", "std_caps",
+                "pretrain_epochs", "seed", "num_train", "penalty", "init_drop_rate", "std_caps",
                 "processes")  # fmt: skip
     result: dict = {
         **{key: settings[key] for key in recorded},

@@ -14,6 +14,13 @@ L0 penalty of Eq. 110 (with the gated L2 term of Eq. 111 when ``weight_decay`` i
 the data term by N, so its :math:`\lambda = 0.1/N` is ``penalty=0.1`` here.  One gate sample per
 mini-batch, as in the thesis's experiments (``per_example=True`` draws one per example, the
 reference code's ``local_rep``).  The test-time gate is the estimator of Eq. 107.
+
+``init_drop_rate`` starts the gates as the reference code does (its ``droprate_init``: 0.5 on
+LeNet-5, 0.2 on the MLP's input layer): :math:`\log\alpha_0 = \log(1 - p) - \log p`, so
+:math:`\sigma(\log\alpha_0)` is the keep rate.  The penalty's pull on a gate is proportional to
+:math:`\sigma'(\log\alpha - \beta\log(-\gamma/\zeta))`, so gates started nearly always open
+(the guide's default, :math:`\log\alpha_0 = 3`, P(open) = 0.99) feel a fourteenth of the pull
+of gates started at :math:`p = 0.5` and close over many more steps.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class L0Gates(WeightPrior):
     :param penalty: lambda, nats per weight of an open group (>= 0).
     :param weight_decay: lambda_2 of the gated L2 term (>= 0).
     :param per_example: draw a gate per example instead of one per mini-batch.
+    :param init_drop_rate: the gates' starting dropout rate p in (0, 1) (``None``: the guide's
+        default start, gates open).
     """
 
     method = "l0"
@@ -46,13 +55,20 @@ class L0Gates(WeightPrior):
     default_threshold = 0.0
 
     def __init__(self, penalty: float = DEFAULT_PENALTY, weight_decay: float = 0.0,
-                 per_example: bool = False):  # fmt: skip
+                 per_example: bool = False, init_drop_rate: float | None = None):  # fmt: skip
         for what, value in (("penalty", penalty), ("weight_decay", weight_decay)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"the L0 {what} must be a finite number >= 0, got {value!r}")
+        if init_drop_rate is not None and not (
+            isinstance(init_drop_rate, (int, float)) and 0 < init_drop_rate < 1
+        ):
+            raise ValueError(
+                f"the L0 init_drop_rate is a dropout rate in (0, 1), got {init_drop_rate!r}"
+            )
         self.penalty = float(penalty)
         self.weight_decay = float(weight_decay)
         self.per_example = per_example
+        self.init_drop_rate = init_drop_rate
 
     def sample(self, name, init, group_dim, unscaled):
         groups = unscaled.shape[group_dim]
@@ -60,9 +76,11 @@ class L0Gates(WeightPrior):
         if self.weight_decay:
             dims = [d for d in range(unscaled.dim()) if d != group_dim]
             cost = cost + 0.5 * self.weight_decay * unscaled.square().sum(dims)
-        gate = pyro.sample(
-            f"{name}.gate", L0Prior(cost).to_event(1), infer={"per_example": self.per_example}
-        )
+        infer = {"per_example": self.per_example}
+        if self.init_drop_rate is not None:
+            p = self.init_drop_rate
+            infer["init_log_alpha"] = math.log1p(-p) - math.log(p)
+        gate = pyro.sample(f"{name}.gate", L0Prior(cost).to_event(1), infer=infer)
         return scale_groups(unscaled, gate, group_dim)
 
     def gates(self, guide, name):
@@ -89,4 +107,5 @@ class L0Gates(WeightPrior):
             )
 
     def __repr__(self) -> str:
-        return f"L0Gates(penalty={self.penalty:g}, weight_decay={self.weight_decay:g})"
+        start = "" if self.init_drop_rate is None else f", init_drop_rate={self.init_drop_rate:g}"
+        return f"L0Gates(penalty={self.penalty:g}, weight_decay={self.weight_decay:g}{start})"

@@ -20,6 +20,7 @@ from pyro_bnn.guides import (
     RelaxedBernoulliFamily,
     TruncatedLogNormalFamily,
 )
+from pyro_bnn.guides.hard_concrete_family import DEFAULT_INIT_LOG_ALPHA
 from pyro_bnn.infer import TraceKL_ELBO
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
 from pyro_bnn.models.structured import METHODS, L0Gates, structured_prior
@@ -245,6 +246,28 @@ def test_per_layer_options():
     penalties = {site: layer.prior.penalty for site, layer in model.structured.items()}
     assert penalties == {"net.0.weight": 1.0, "net.3.weight": 0.5, "net.5.weight": 0.1}
     assert isinstance(model.structured["net.0.weight"].prior, L0Gates)
+
+
+def test_l0_gates_start_at_the_reference_codes_dropout_rate():
+    # log alpha0 = log(1 - p) - log p: sigmoid(log alpha0) is the keep rate 1 - p.
+    model, guide = build("l0", init_drop_rate={"0": 0.5, "3": 0.2, "5": 0.5})
+    x, y = data()
+    guide(x, y)
+    for site, expected in (("0", 0.0), ("3", math.log(4.0)), ("5", 0.0)):
+        log_alpha = guide.get_posterior(f"net.{site}.weight.gate").log_alpha
+        torch.testing.assert_close(log_alpha, torch.full_like(log_alpha, expected))
+        assert torch.sigmoid(log_alpha[0]).item() == pytest.approx(
+            1 - (0.2 if site == "3" else 0.5)
+        )
+    # Without it the guide's default: open gates.
+    pyro.clear_param_store()
+    model, guide = build("l0")
+    guide(x, y)
+    log_alpha = guide.get_posterior("net.0.weight.gate").log_alpha
+    assert torch.all(log_alpha == DEFAULT_INIT_LOG_ALPHA)
+    for bad in (0.0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"init_drop_rate is a dropout rate in \(0, 1\)"):
+            structured_prior("l0", init_drop_rate=bad)
 
 
 def test_horseshoe_kls_are_the_thesis_closed_forms_with_the_errata_fixed():
