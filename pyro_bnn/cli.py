@@ -516,6 +516,8 @@ def _per_layer(net: torch.nn.Module, arch: str, args) -> None:
     out for every layer that has groups."""
     from pyro_bnn.models.structured import GROUP_DIMS
 
+    if not (args.std_caps or isinstance(args.penalty, dict)):
+        return  # nothing names a layer (the functional neural process's toy runs have no net)
     layers = [name for name, module in net.named_modules() if isinstance(module, tuple(GROUP_DIMS))]
     named = {"--std-cap": args.std_caps or {}}
     if isinstance(args.penalty, dict):
