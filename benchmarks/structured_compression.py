@@ -158,7 +158,7 @@ def main_benchmark(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--results",
-        default=os.path.join(HERE, "results.jsonl"),
+        default=provenance.RESULTS,
         help="JSON lines file the record is appended to",
     )
     options = parser.parse_args(argv)
@@ -247,8 +247,7 @@ def main_benchmark(argv: list[str] | None = None) -> None:
         "epochs": {"pretrain": options.pretrain_epochs, "bayesian": options.epochs},
         "results": rows,
     }
-    with open(options.results, "a") as file:
-        file.write(json.dumps(record) + "\n")
+    provenance.append_record(record, options.results, smoke=False)
 
 
 if __name__ == "__main__":
