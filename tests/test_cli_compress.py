@@ -78,6 +78,20 @@ def test_compress_writes_the_exported_network_and_the_rates(l0_run, tmp_path):
     assert exported(torch.zeros(5, 1, 8, 8)).shape == (5, 10)
 
 
+def test_compress_trains_the_codebooks_on_request(l0_run):
+    output, _ = l0_run
+    code, out, err = run(["compress", str(output), "--codebook-epochs", "2",
+                          "--speed-repeats", "1", "--speed-batch", "8"])  # fmt: skip
+    assert code == 0, err
+    result = json.loads((output / "compression.json").read_text())
+    assert result["codebook_epochs"] == 2
+    errors = result["errors"]
+    assert set(errors) == {"pruning", "fast_prediction", "maximum_compression",
+                           "maximum_compression_kmeans"}  # fmt: skip
+    assert all(0 <= value <= 1 for value in errors.values())
+    assert "after 2 epochs of centre training" in out
+
+
 @pytest.mark.parametrize("method", ["group-nj", "group-horseshoe", "spike-and-slab", "sbp"])
 def test_every_structured_method_trains_and_compresses(method, tmp_path):
     output = tmp_path / method
@@ -122,3 +136,5 @@ def test_compress_refuses_bad_input(l0_run, tmp_path):
     assert before == after
     code, _, err = run(["compress", str(output), "--speed-batch", "0"])
     assert code == 2 and "--speed-batch must be at least 1" in err
+    code, _, err = run(["compress", str(output), "--codebook-epochs", "-1"])
+    assert code == 2 and "--codebook-epochs must be at least 0" in err

@@ -1,6 +1,6 @@
 """Compression of trained Bayesian networks: each method's pruning rule, the cascade of removed
-units through the network, bit precision, the compression rates of Louizos' thesis (Table 9)
-and the export of a smaller deterministic network."""
+units through the network, bit precision, weight sharing, the compression rates of Louizos'
+thesis (Table 9) and the export of a smaller deterministic network."""
 
 from .compress import SCENARIOS, CompressedNetwork, compress
 from .export import KeptInputs, export, masked_network, save_exported
@@ -9,7 +9,6 @@ from .precision import (
     LayerPrecision,
     compression_ratios,
     exponent_bits,
-    kmeans_share,
     layer_precision,
     round_to_precision,
     significant_bits,
@@ -26,11 +25,13 @@ from .sparse_vd import (
     pruned_posterior_mean,
 )
 from .structure import PRUNABLE_LAYERS, UnitMasks, cascade, kept_weights, layer_flops
+from .weight_sharing import Codebook, kmeans_share, train_codebooks
 
 __all__ = [
     "DEFAULT_LOG_ALPHA_THRESHOLD",
     "PRUNABLE_LAYERS",
     "SCENARIOS",
+    "Codebook",
     "CompressedNetwork",
     "CompressionRatios",
     "CompressionReport",
@@ -59,5 +60,6 @@ __all__ = [
     "save_exported",
     "signal_to_noise_masks",
     "significant_bits",
+    "train_codebooks",
     "unit_round_off",
 ]

@@ -5,14 +5,14 @@ the removed groups to the neighbouring layers (:func:`~pyro_bnn.compression.stru
 sets the test-time weights to the masked posterior mean, chooses each layer's bit precision from
 the marginal posterior variances (Eq. 93-94) and counts the three compression rates of the
 thesis's Table 9.  The result gives the deterministic networks of the three scenarios (full
-precision, each layer rounded to its precision, K-means weight sharing) and the exported network
-with the removed neurons and channels physically gone.
+precision, each layer rounded to its precision, K-means weight sharing with optionally trained
+centres) and the exported network with the removed neurons and channels physically gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,12 +26,12 @@ from .precision import (
     CompressionRatios,
     LayerPrecision,
     compression_ratios,
-    kmeans_share,
     layer_precision,
     round_to_precision,
 )
 from .rules import layer_posteriors
 from .structure import PRUNABLE_LAYERS, UnitMasks, cascade, layer_flops
+from .weight_sharing import Codebook, train_codebooks
 
 #: The scenarios of Table 9, the weights each one uses.
 SCENARIOS = ("pruning", "fast_prediction", "maximum_compression")
@@ -48,6 +48,9 @@ class CompressedNetwork:
     :ivar network: the masked posterior-mean network (full size, zeros where pruned), the
         reference the smaller networks are compared with.
     :ivar input_shape: the shape of one input.
+    :ivar num_clusters: K of the maximum-compression scenario's weight sharing.
+    :ivar codebook_epochs: epochs of centre training the codebooks had
+        (:meth:`train_codebooks`; 0: K-means only).
     """
 
     posteriors: dict[str, GroupPosterior]
@@ -57,6 +60,8 @@ class CompressedNetwork:
     network: nn.Module
     input_shape: tuple[int, ...]
     num_clusters: int = DEFAULT_NUM_CLUSTERS
+    codebook_epochs: int = 0
+    _codebooks: dict[str, Codebook] | None = field(default=None, repr=False)
 
     @property
     def weights(self) -> dict[str, torch.Tensor]:
@@ -70,22 +75,53 @@ class CompressedNetwork:
     def scenario_weights(self, scenario: str) -> dict[str, torch.Tensor]:
         """The weights of a Table 9 scenario: ``"pruning"`` (full precision),
         ``"fast_prediction"`` (each layer rounded to its mantissa bits) or
-        ``"maximum_compression"`` (K-means weight sharing over each layer's kept weights)."""
+        ``"maximum_compression"`` (each layer's kept weights shared through its
+        :meth:`codebooks`)."""
         if scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        if scenario == "maximum_compression":
+            return {name: codebook.weight() for name, codebook in self.codebooks().items()}
         weights = self.weights
         if scenario == "pruning":
             return weights
-        result = {}
-        for name, weight in weights.items():
-            masks = self.unit_masks[name]
-            if scenario == "fast_prediction":
-                rounded = round_to_precision(weight, self.precisions[name].mantissa)
-                result[name] = rounded * (weight != 0)
-            else:
-                kept = _kept_mask(weight, masks) & (weight != 0)
-                result[name] = kmeans_share(weight, self.num_clusters, mask=kept)[0]
-        return result
+        return {
+            name: round_to_precision(weight, self.precisions[name].mantissa) * (weight != 0)
+            for name, weight in weights.items()
+        }
+
+    def codebooks(self) -> dict[str, Codebook]:
+        """Each layer's weight sharing for maximum compression: K-means with ``num_clusters``
+        centres over its kept non-zero weights (computed on first use), with trained centres
+        after :meth:`train_codebooks`."""
+        if self._codebooks is None:
+            self._codebooks = {
+                name: Codebook.kmeans(
+                    weight,
+                    self.num_clusters,
+                    mask=_kept_mask(weight, self.unit_masks[name]) & (weight != 0),
+                )
+                for name, weight in self.weights.items()
+            }
+        return self._codebooks
+
+    def train_codebooks(self, data: Iterable, *, epochs: int = 1, **options) -> list[dict]:
+        """Train the centres of the :meth:`codebooks` on ``data`` (Deep Compression's centre
+        training, :func:`~pyro_bnn.compression.weight_sharing.train_codebooks`), in place: the
+        maximum-compression scenario then uses the trained centres.  Its storage is unchanged
+        (the same assignments and number of centres).
+
+        :param data: batches ``(inputs, labels)`` of the training set.
+        :param epochs: passes over ``data``; more calls continue from the trained centres.
+        :param options: ``lr``, ``seed``, ``progress``, ``scheduler`` of
+            :func:`~pyro_bnn.compression.weight_sharing.train_codebooks`.
+        :returns: the per-epoch training records.
+        """
+        trained, history = train_codebooks(
+            self.network, self.codebooks(), data, epochs=epochs, **options
+        )
+        self._codebooks = trained
+        self.codebook_epochs += epochs
+        return history
 
     def scenario_network(self, scenario: str) -> nn.Module:
         """The full-size deterministic network of a scenario (evaluation mode)."""
@@ -137,6 +173,7 @@ class CompressedNetwork:
                 for name, p in self.precisions.items()
             },
             "ratios": self.ratios.as_dict(),
+            "codebook_epochs": self.codebook_epochs,
             "flops": {"original": original, "pruned": pruned},
         }
 

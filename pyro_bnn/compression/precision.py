@@ -1,5 +1,5 @@
-"""Bit precision from the posterior variance, weight sharing, and the compression rates of
-Table 9 of Louizos' thesis.
+"""Bit precision from the posterior variance and the compression rates of Table 9 of Louizos'
+thesis.
 
 A weight whose posterior is wide does not need many bits: rounding it changes the network by less
 than its own uncertainty.  Following the thesis (Sec. 6.4, Eq. 93-94) and its reference code
@@ -19,7 +19,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .structure import UnitMasks, kept_weights
@@ -137,62 +136,6 @@ def round_to_precision(weight: torch.Tensor, mantissa_bits: int) -> torch.Tensor
     return torch.floor(weight / delta + 0.5) * delta
 
 
-def kmeans_share(
-    weights: torch.Tensor,
-    num_clusters: int = DEFAULT_NUM_CLUSTERS,
-    mask: torch.Tensor | None = None,
-    random_state: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight sharing (Han et al. 2016): K-means on the weights' values, each weight replaced by
-    its cluster's centre.
-
-    The centres start evenly spaced between the smallest and largest weight (Han et al.'s linear
-    initialization, which keeps the rare large weights their own clusters), and scikit-learn's
-    ``KMeans`` with a fixed ``random_state`` refines them.  With at most ``num_clusters``
-    distinct values nothing is clustered: the codebook is those values and the weights are
-    returned unchanged.
-
-    :param weights: the weights of a layer's kept units, any shape.
-    :param mask: which of them to cluster (bool, same shape); the others (pruned weights of an
-        unstructured method) are returned as 0 and do not enter the codebook.
-    :returns: ``(shared, codebook)``: the shared weights, shape and dtype of ``weights``, and the
-        sorted centres ``(K',)`` with ``K' = min(num_clusters, distinct values)``.
-    """
-    weights = _check_values("weights", weights)
-    if not isinstance(num_clusters, int) or isinstance(num_clusters, bool) or num_clusters < 1:
-        raise ValueError(f"num_clusters must be a positive integer, got {num_clusters!r}")
-    if mask is None:
-        mask = torch.ones_like(weights, dtype=torch.bool)
-    if (
-        not isinstance(mask, torch.Tensor)
-        or mask.dtype != torch.bool
-        or mask.shape != weights.shape
-    ):
-        raise ValueError(
-            f"mask must be a bool tensor of the weights' shape {tuple(weights.shape)}, got "
-            f"{getattr(mask, 'shape', mask)!r}"
-        )
-    if not mask.any():
-        raise ValueError("the mask selects no weight to cluster")
-    values = weights[mask].detach().cpu().double().numpy()
-    distinct = np.unique(values)
-    if distinct.size <= num_clusters:
-        codebook = distinct
-    else:
-        # Imported here: scikit-learn is slow to import, and only weight sharing needs it.
-        from sklearn.cluster import KMeans
-
-        start = np.linspace(values.min(), values.max(), num_clusters).reshape(-1, 1)
-        kmeans = KMeans(num_clusters, init=start, n_init=1, random_state=random_state)
-        codebook = np.sort(kmeans.fit(values.reshape(-1, 1)).cluster_centers_.ravel())
-    # Each weight takes its nearest centre (K-means' own assignment at convergence).
-    edges = (codebook[1:] + codebook[:-1]) / 2
-    shared_values = codebook[np.searchsorted(edges, values)]
-    shared = torch.zeros_like(weights)
-    shared[mask] = torch.as_tensor(shared_values, dtype=weights.dtype, device=weights.device)
-    return shared, torch.as_tensor(codebook, dtype=weights.dtype, device=weights.device)
-
-
 @dataclass(frozen=True)
 class LayerStorage:
     """What a layer costs to store in each scenario, in bits (``fast_prediction_bits`` is
@@ -299,7 +242,8 @@ def compression_ratios(
       indices of a sparse layer keep ``index_bits``).
     - (c) *Maximum compression*: K-means weight sharing with ``K = num_clusters`` per layer: each
       stored value is a ``ceil(log2 K')`` bit index into a codebook of ``K'`` 32-bit centres,
-      ``K' = min(K, distinct stored values)`` (:func:`kmeans_share`).  No Huffman coding.
+      ``K' = min(K, distinct stored values)``
+      (:class:`~pyro_bnn.compression.weight_sharing.Codebook`).  No Huffman coding.
 
     For structured pruning this reproduces the thesis: LeNet-5-Caffe with BC-GHS (architecture
     5-10-76-16, bits 10-10-14-13) gives 156, 419 and 771 as in Table 9, LeNet-300-100 with

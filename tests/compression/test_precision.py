@@ -8,7 +8,6 @@ from pyro_bnn.compression.precision import (
     LayerPrecision,
     compression_ratios,
     exponent_bits,
-    kmeans_share,
     layer_precision,
     round_to_precision,
     significant_bits,
@@ -129,52 +128,6 @@ def test_round_to_precision_by_hand():
     assert (round_to_precision(fine, 10) - fine).abs().max() <= 2.0**-11
     with pytest.raises(ValueError, match="floating point"):
         round_to_precision(torch.tensor([1, 2]), 2)
-
-
-def test_kmeans_with_more_clusters_than_values_changes_nothing():
-    weights = torch.tensor([[0.5, -0.25], [0.5, 0.125]])
-    shared, codebook = kmeans_share(weights, num_clusters=32)
-    assert torch.equal(shared, weights)
-    assert torch.equal(codebook, torch.tensor([-0.25, 0.125, 0.5]))
-
-
-def test_kmeans_with_fewer_clusters_than_values():
-    generator = torch.Generator().manual_seed(0)
-    left = -1.0 + 0.01 * torch.randn(50, generator=generator)
-    right = 2.0 + 0.01 * torch.randn(30, generator=generator)
-    weights = torch.cat([left, right]).reshape(8, 10)
-    shared, codebook = kmeans_share(weights, num_clusters=2)
-    torch.testing.assert_close(codebook, torch.stack([left.mean(), right.mean()]))
-    assert torch.equal(shared.flatten()[:50], codebook[0].expand(50))
-    assert torch.equal(shared.flatten()[50:], codebook[1].expand(30))
-    # Fixed initialization and random state: the same answer every time.
-    again, _ = kmeans_share(weights, num_clusters=2)
-    assert torch.equal(again, shared)
-
-
-def test_kmeans_shares_at_most_k_values_and_keeps_masked_weights_zero():
-    weights = torch.randn(20, 30, generator=torch.Generator().manual_seed(1))
-    mask = weights.abs() > 0.5
-    shared, codebook = kmeans_share(weights, num_clusters=8, mask=mask)
-    assert codebook.shape == (8,) and torch.all(codebook[1:] > codebook[:-1])
-    assert torch.all(shared[~mask] == 0)
-    assert set(shared[mask].tolist()) <= set(codebook.tolist())
-    # Each weight takes its nearest centre.
-    nearest = codebook[(weights[mask, None] - codebook).abs().argmin(dim=1)]
-    assert torch.equal(shared[mask], nearest)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"num_clusters": 0}, "positive integer"),
-        ({"mask": torch.ones(3, dtype=torch.bool)}, "bool tensor of the weights' shape"),
-        ({"mask": torch.zeros(2, 2, dtype=torch.bool)}, "selects no weight"),
-    ],
-)
-def test_kmeans_refuses_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        kmeans_share(torch.ones(2, 2), **kwargs)
 
 
 def test_compression_ratios_by_hand():
