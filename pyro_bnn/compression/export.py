@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -96,10 +97,16 @@ def export(
     biases: Mapping[str, torch.Tensor] | None = None,
     *,
     input_shape: Sequence[int],
+    channels_last: bool = True,
 ) -> nn.Module:
     """The masked network with the removed units gone: a ``torch.fx.GraphModule`` of standard
     layers, in evaluation mode, whose outputs equal ``masked_network(net, weights, biases)``'s to
     float tolerance for inputs of ``input_shape``.
+
+    With ``channels_last`` (the default) the 2-d convolutions' weights are stored channels-last
+    (NHWC), so their outputs and the pooling and activations after them are channels-last too:
+    on a CPU oneDNN runs those about twice as fast (LeNet-5-Caffe, batch 1,024, one thread), and
+    small pruned layers gain most.  The outputs are the same up to rounding.
 
     For every link from a layer ``P`` to the next layer ``C`` the masks must agree (every kept
     output of ``P`` is read by a kept input of ``C`` and vice versa, as
@@ -119,6 +126,7 @@ def export(
     :param biases: ``{layer name: bias}`` of the masked network (the network's own where not
         given).
     :param input_shape: the shape of one input, without the batch dimension.
+    :param channels_last: store 4-d weights channels-last (see above).
     :raises ValueError: for masks of the wrong shape or type, masks that leave a dangling unit,
         remove a final output or empty a layer, removed units the masked network still uses
         non-constantly or where their constant cannot be folded exactly, and for the networks
@@ -186,6 +194,10 @@ def export(
     graph_module.graph.lint()
     graph_module.recompile()
     graph_module.eval()
+    if channels_last:
+        # 4-d weights only; a convolution with channels-last weights computes and returns
+        # channels-last activations whatever the input's layout.
+        graph_module.to(memory_format=torch.channels_last)
     _check_same_function(graph_module, masked_network(net, weights, biases), input_shape)
     return graph_module
 
@@ -221,8 +233,17 @@ def save_exported(
     with torch.no_grad():
         program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
     # torch.export wants the .pt2 ending, on the temporary file too.
-    atomic_write(path, lambda temporary: torch.export.save(program, temporary), ".tmp.pt2")
+    atomic_write(path, lambda temporary: _save_program(program, temporary), ".tmp.pt2")
     return program
+
+
+def _save_program(program: torch.export.ExportedProgram, path: str) -> None:
+    with warnings.catch_warnings():
+        # torch.export's writer looks for a tensor spanning each weight's storage and does not
+        # recognize a channels-last one as such; it warns and writes that tensor's storage
+        # whole, strides recorded, which is the right thing (loading gives it back as it was).
+        warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+        torch.export.save(program, path)
 
 
 def _check_weights_mapping(weights) -> None:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -316,8 +317,17 @@ def test_saved_export_loads_without_pyro(tmp_path):
     x = torch.randn(3, *MNIST)
     path = tmp_path / "lenet5.pt2"
     path.write_bytes(b"an older file")
-    save_exported(exported, path, x)
+    # The convolutions' weights are channels-last (export's default), and survive saving
+    # without torch's warning about them.
+    assert exported.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not exported.conv2.weight.is_contiguous()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_exported(exported, path, x)
+    assert not [w for w in caught if "complete tensor" in str(w.message)]
     assert os.listdir(tmp_path) == ["lenet5.pt2"]  # no temporary file is left behind
+    loaded = torch.export.load(str(path)).module()
+    assert loaded.conv2.weight.is_contiguous(memory_format=torch.channels_last)
     torch.save(x, tmp_path / "x.pt")
     script = (
         "import sys\n"
@@ -339,6 +349,21 @@ def test_saved_export_loads_without_pyro(tmp_path):
     assert result.stdout.strip() == "pyro_bnn blocked"
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "y.pt"), exported(x[:2]))
+
+
+def test_the_memory_layout_changes_no_output():
+    generator = torch.Generator().manual_seed(5)
+    net = randomize(lenet5_caffe(), generator)
+    masks = random_group_masks(net, MNIST, 0.3, generator)
+    weights = masked_weights(net, masks)
+    units = cascade(net, masks, MNIST)
+    fast = export(net, weights, units, input_shape=MNIST)
+    plain = export(net, weights, units, input_shape=MNIST, channels_last=False)
+    assert plain.conv2.weight.is_contiguous()
+    assert fast.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(5, *MNIST, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
 
 
 def test_save_exported_refuses_bad_arguments(tmp_path):
