@@ -1273,14 +1273,13 @@ def _speed_up(original, exported, input_shape, batch: int, repeats: int) -> dict
     original = copy.deepcopy(original).to(memory_format=torch.channels_last)
     x = torch.randn(batch, *input_shape)
     times = {"original": [], "exported": []}
-    with torch.inference_mode():
-        for network in (original, exported):
-            network(x)  # warm-up
-        for _ in range(repeats):
-            for name, network in (("original", original), ("exported", exported)):
-                started = time.perf_counter()
-                network(x)
-                times[name].append(time.perf_counter() - started)
+    for network in (original, exported):
+        network(x)  # warm-up
+    for _ in range(repeats):
+        for name, network in (("original", original), ("exported", exported)):
+            started = time.perf_counter()
+            network(x)
+            times[name].append(time.perf_counter() - started)
     medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
     return {
         "batch": batch,
