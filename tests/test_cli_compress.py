@@ -121,20 +121,17 @@ def test_compress_refuses_bad_input(l0_run, tmp_path):
     code, _, err = run(["compress", str(deterministic)])
     assert code == 2 and "has no posterior to prune by" in err
     output, _ = l0_run
-    before = (
-        (output / "compression.json").read_bytes()
-        if (output / "compression.json").exists()
-        else None
-    )
+    def saved():
+        path = output / "compression.json"
+        return path.read_bytes() if path.exists() else None
+
+    before = saved()
     code, _, err = run(["compress", str(output), "--threshold", "2"])
     assert code == 2 and "test-time gate in [0, 1)" in err
-    after = (
-        (output / "compression.json").read_bytes()
-        if (output / "compression.json").exists()
-        else None
-    )
+    after = saved()
     assert before == after
     code, _, err = run(["compress", str(output), "--speed-batch", "0"])
     assert code == 2 and "--speed-batch must be at least 1" in err
     code, _, err = run(["compress", str(output), "--codebook-epochs", "-1"])
     assert code == 2 and "--codebook-epochs must be at least 0" in err
+    assert saved() == after
