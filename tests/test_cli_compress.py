@@ -121,6 +121,7 @@ def test_compress_refuses_bad_input(l0_run, tmp_path):
     code, _, err = run(["compress", str(deterministic)])
     assert code == 2 and "has no posterior to prune by" in err
     output, _ = l0_run
+
     def saved():
         path = output / "compression.json"
         return path.read_bytes() if path.exists() else None
