@@ -29,6 +29,9 @@ FLOAT_BITS = 32
 MAX_SIGNIFICANT_BITS = 23
 #: The clusters of the maximum-compression scenario (thesis Sec. 6.5, after Han et al. 2016).
 DEFAULT_NUM_CLUSTERS = 32
+#: The widths of relative indices the maximum-compression scenario chooses from for a sparse
+#: layer (Han et al. use 8 bits for convolutions and 5 for dense layers).
+RELATIVE_INDEX_WIDTHS = range(1, 17)
 
 
 def unit_round_off(bits: int) -> float:
@@ -143,7 +146,9 @@ class LayerStorage:
 
     ``weights`` is the dense count, ``kept`` the size of the kept block (kept outputs x kept
     inputs x kernel), ``nonzero`` its non-zero weights; ``sparse`` says whether the block is stored
-    in compressed sparse column form (it is when that is smaller)."""
+    in compressed sparse column form for pruning and fast prediction (it is when that is
+    smaller), ``relative_index_width`` the width of the relative indices that store it under
+    maximum compression (``None``: stored densely)."""
 
     name: str
     weights: int
@@ -153,6 +158,7 @@ class LayerStorage:
     pruning_bits: int
     fast_prediction_bits: int | None
     maximum_compression_bits: int
+    relative_index_width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,7 @@ class CompressionRatios:
                     "pruning_bits": layer.pruning_bits,
                     "fast_prediction_bits": layer.fast_prediction_bits,
                     "maximum_compression_bits": layer.maximum_compression_bits,
+                    "relative_index_width": layer.relative_index_width,
                 }
                 for layer in self.layers
             },
@@ -240,22 +247,29 @@ def compression_ratios(
     - (a) *Pruning*: every stored value has 32 bits.
     - (b) *Fast prediction*: a layer's values have its ``precisions[layer].total`` bits (the
       indices of a sparse layer keep ``index_bits``).
-    - (c) *Maximum compression*: K-means weight sharing with ``K = num_clusters`` per layer: each
-      stored value is a ``ceil(log2 K')`` bit index into a codebook of ``K'`` 32-bit centres,
-      ``K' = min(K, distinct stored values)``
-      (:class:`~pyro_bnn.compression.weight_sharing.Codebook`).  No Huffman coding.
+    - (c) *Maximum compression*, Deep Compression's storage (Han et al. 2016, Sec. 2-3) without
+      its Huffman coding: K-means weight sharing with ``K = num_clusters`` per layer, each stored
+      value a ``ceil(log2 codes)`` bit code, ``codes = K' + [zeros are stored]``, into a codebook
+      of ``K' = min(K, distinct non-zero values)`` 32-bit centres
+      (:class:`~pyro_bnn.compression.weight_sharing.Codebook`; a stored zero needs a code but no
+      centre).  A block with zeros is stored densely or, when smaller, with Han et al.'s
+      *relative indices*: the non-zeros in row-major order of the ``(outputs, fan-in)`` block,
+      each with the distance ``g`` from the previous one in ``b`` bits; a distance over ``2^b``
+      takes ``ceil(g / 2^b) - 1`` filler zeros (:func:`relative_index_entries`).  The layer's
+      ``b`` is the best of :data:`RELATIVE_INDEX_WIDTHS` (Han et al. fix 8 bits for
+      convolutions and 5 for dense layers).
 
     For structured pruning this reproduces the thesis: LeNet-5-Caffe with BC-GHS (architecture
     5-10-76-16, bits 10-10-14-13) gives 156, 419 and 771 as in Table 9, LeNet-300-100 with
     BC-GHS (311-86-14, bits 13-11-10) 9, 23 and 59.  The thesis does not give the index widths of
-    its unstructured baselines, so their rows depend on ``index_bits``.
+    its unstructured baselines; their pruning and fast-prediction rates depend on ``index_bits``.
 
     :param weights: ``{layer name: weight}``, the masked posterior means in their original shapes.
     :param unit_masks: ``{layer name: UnitMasks}`` of the removed units (from
         :func:`~pyro_bnn.compression.structure.cascade`); layers not named keep all units.
     :param precisions: ``{layer name: LayerPrecision}`` for fast prediction, for every layer;
         without it the fast-prediction rate is ``None``.
-    :param index_bits: bits of a sparse row index and column pointer.
+    :param index_bits: bits of a CSC row index and column pointer (pruning and fast prediction).
     """
     if not isinstance(weights, Mapping) or not weights:
         raise ValueError("weights must be a non-empty mapping from layer names to tensors")
@@ -286,6 +300,22 @@ def compression_ratios(
     return CompressionRatios(tuple(layers))
 
 
+def relative_index_entries(positions: torch.Tensor, width: int) -> int:
+    """The entries Deep Compression's relative indexing stores for non-zeros at ``positions``
+    (Han et al. 2016, Sec. 2 and Fig. 2): each non-zero's distance ``g`` from the previous one
+    (from position -1 for the first) is stored in ``width`` bits, which hold distances up to
+    ``2^width``; a longer distance is bridged by filler zeros, ``ceil(g / 2^width)`` entries in all.
+
+    :param positions: increasing flat positions of the non-zeros, ``(nonzero,)``, ``long``.
+    """
+    distances = torch.diff(positions, prepend=positions.new_tensor([-1]))
+    return int(torch.sum(-(-distances // 2**width)))
+
+
+def _code_bits(codes: int) -> int:
+    return math.ceil(math.log2(codes)) if codes > 1 else 0
+
+
 def _layer_storage(
     name: str,
     weights: int,
@@ -305,9 +335,16 @@ def _layer_storage(
             return matrix.numel() * value_bits
         return nonzero * (value_bits + index_bits) + (matrix.shape[0] + 1) * index_bits
 
-    values = matrix[matrix != 0] if sparse else matrix
-    codebook = min(num_clusters, int(torch.unique(values).numel()))
-    index = math.ceil(math.log2(codebook)) if codebook > 1 else 0
+    # Maximum compression: codes into K' centres of the non-zeros, plus a code for a stored zero.
+    centres = min(num_clusters, int(torch.unique(matrix[matrix != 0]).numel()))
+    codes_bits, width = matrix.numel() * _code_bits(centres + (nonzero < matrix.numel())), None
+    if 0 < nonzero < matrix.numel():
+        positions = torch.flatten(matrix).nonzero().squeeze(1)
+        for candidate in RELATIVE_INDEX_WIDTHS:
+            entries = relative_index_entries(positions, candidate)
+            bits = entries * (_code_bits(centres + (entries > nonzero)) + candidate)
+            if bits < codes_bits:
+                codes_bits, width = bits, candidate
     return LayerStorage(
         name=name,
         weights=weights,
@@ -316,7 +353,8 @@ def _layer_storage(
         sparse=sparse,
         pruning_bits=stored(FLOAT_BITS),
         fast_prediction_bits=None if precision is None else stored(precision.total),
-        maximum_compression_bits=stored(index) + codebook * FLOAT_BITS,
+        maximum_compression_bits=codes_bits + centres * FLOAT_BITS,
+        relative_index_width=width,
     )
 
 

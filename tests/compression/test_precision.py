@@ -7,6 +7,7 @@ import torch
 from pyro_bnn.compression.precision import (
     LayerPrecision,
     compression_ratios,
+    relative_index_entries,
     exponent_bits,
     layer_precision,
     round_to_precision,
@@ -158,7 +159,12 @@ def test_compression_ratios_count_sparse_indices():
     assert layer.sparse and layer.nonzero == 3
     assert layer.pruning_bits == 3 * (32 + 32) + 11 * 32
     assert layer.fast_prediction_bits == 3 * (8 + 32) + 11 * 32
-    assert layer.maximum_compression_bits == 3 * (2 + 32) + 11 * 32 + 3 * 32
+    # Maximum compression: Deep Compression's relative indices.  Row-major positions 1, 44, 92,
+    # distances 2, 43, 48; three centres, 2-bit codes.  Width 6 holds every distance: 3 entries
+    # of 2 + 6 bits; width 5 needs fillers (1 + 2 + 2 entries of 2 + 5 bits = 35), width 4
+    # 7 x 6 = 42; dense 2-bit codes (with one for zero) would take 200.
+    assert layer.maximum_compression_bits == 3 * (2 + 6) + 3 * 32
+    assert layer.relative_index_width == 6
     assert ratios.pruning == 3200 / 544
     # With 8-bit indices.
     small = compression_ratios({"fc": weight}, index_bits=8).layers[0]
@@ -166,6 +172,40 @@ def test_compression_ratios_count_sparse_indices():
     # Without precisions there is no fast-prediction figure.
     assert ratios.fast_prediction is not None
     assert compression_ratios({"fc": weight}).fast_prediction is None
+
+
+def test_relative_index_entries_by_hand():
+    # Han et al.'s Fig. 2 with 3-bit distances (up to 8): non-zeros at 1, 4 and 15 are 2, 3 and
+    # 11 apart; the 11 needs one filler, 4 entries in all.
+    positions = torch.tensor([1, 4, 15])
+    assert relative_index_entries(positions, 3) == 4
+    assert relative_index_entries(positions, 4) == 3
+    assert relative_index_entries(positions, 1) == 1 + 2 + 6
+    assert relative_index_entries(torch.tensor([0]), 1) == 1
+
+
+@pytest.mark.parametrize("density", [0.002, 0.05, 0.3, 0.9])
+def test_maximum_compression_takes_the_smaller_of_dense_and_relative(density):
+    # Count the relative coding independently: walk the positions, adding fillers by hand.
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(40, 300, generator=generator)
+    weight = weight * (torch.rand(40, 300, generator=generator) < density)
+    layer = compression_ratios({"fc": weight}, num_clusters=8).layers[0]
+    nonzero = int((weight != 0).sum())
+
+    def walked(width):
+        entries, previous = 0, -1
+        for position in torch.flatten(weight).nonzero().squeeze(1).tolist():
+            entries += 1 + (position - previous - 1) // 2**width
+            previous = position
+        codes = 8 + (entries > nonzero)
+        return entries * (math.ceil(math.log2(codes)) + width)
+
+    best = min([walked(width) for width in range(1, 17)] + [weight.numel() * 4])
+    assert layer.maximum_compression_bits == best + 8 * 32
+    dense = layer.relative_index_width is None
+    assert dense == (best == weight.numel() * 4)
+    assert dense == (density == 0.9)
 
 
 def structured(shapes, kept, bits, generator):
