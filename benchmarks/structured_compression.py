@@ -7,7 +7,8 @@ with the ``pyro-bnn train`` pipeline on the same data, seed and number of passes
 both), compresses each Bayesian run with ``pyro-bnn compress`` and prints a markdown table: the
 pruned architecture, the bits per layer, the three compression rates with their test errors,
 the posterior predictive error and the CPU speed-up of the exported network (batch 1024, the
-original and the exported network timed in turns in one process).  Appends one JSON line per
+original and the exported network timed in turns in a fresh process with steady allocations,
+:func:`pyro_bnn.compression.speed_up`).  Appends one JSON line per
 architecture to ``benchmarks/results.jsonl``.
 
     python benchmarks/structured_compression.py --arch lenet-300-100 --epochs 12

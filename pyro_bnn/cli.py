@@ -74,7 +74,6 @@ Figures: ``reliability_diagram.png``, ``entropy_in_vs_out.png``, ``log_alpha_his
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -1134,7 +1133,7 @@ def compress(args) -> dict:
 
     from pyro_bnn import metrics as quality
     from pyro_bnn.baselines import predict_deterministic
-    from pyro_bnn.compression import SCENARIOS, save_exported
+    from pyro_bnn.compression import SCENARIOS, save_exported, speed_up
     from pyro_bnn.compression import compress as compress_network
 
     if args.codebook_epochs < 0:
@@ -1162,8 +1161,12 @@ def compress(args) -> dict:
     exported = compressed.export()
     # The original network: the same architecture at full size (the masked one: zeros cost as
     # much as any other weight in a dense layer).
-    speed = _speed_up(
-        compressed.network, exported, splits.input_shape, args.speed_batch, args.speed_repeats
+    speed = speed_up(
+        compressed.network,
+        exported,
+        splits.input_shape,
+        batch=args.speed_batch,
+        repeats=args.speed_repeats,
     )
     example = x_test[:2]
     path = os.path.join(args.run, "compressed.pt2")
@@ -1262,37 +1265,8 @@ def _run_error(directory: str) -> float | None:
         return None
 
 
-@torch.no_grad()
-def _speed_up(original, exported, input_shape, batch: int, repeats: int) -> dict:
-    """Forward-pass times of the two networks on one batch, interleaved so that both see the
-    same machine state; the speed-up is the ratio of their medians.
-
-    The original is timed in the export's memory layout (channels-last convolution weights, see
-    :func:`pyro_bnn.compression.export`), which alone makes a convolutional network about twice
-    as fast on a CPU: the ratio is what the removed units saved, not the layout."""
-    original = copy.deepcopy(original).to(memory_format=torch.channels_last)
-    x = torch.randn(batch, *input_shape)
-    times = {"original": [], "exported": []}
-    for network in (original, exported):
-        network(x)  # warm-up
-    for _ in range(repeats):
-        for name, network in (("original", original), ("exported", exported)):
-            started = time.perf_counter()
-            network(x)
-            times[name].append(time.perf_counter() - started)
-    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-    return {
-        "batch": batch,
-        "repeats": repeats,
-        "threads": torch.get_num_threads(),
-        "original_seconds": medians["original"],
-        "exported_seconds": medians["exported"],
-        "speed_up": medians["original"] / medians["exported"],
-    }
-
-
 def _print_compression(result: dict) -> None:
-    ratios, errors = result["ratios"], result["errors"]
+    ratios, errors, speed = result["ratios"], result["errors"], result["speed"]
     before = result["error_before"]
     lines = [
         f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs",
@@ -1322,8 +1296,14 @@ def _print_compression(result: dict) -> None:
             if before is not None
             else "posterior predictive error before: unknown (no metrics.json)"
         ),  # fmt: skip
-        f"exported network {result['speed']['speed_up']:.2f}x faster than the original "
-        f"(batch {result['speed']['batch']}, {result['speed']['threads']} threads)",
+        "exported network {:.2f}x faster than the original (batch {}, {} threads, {} "
+        "allocations; a fresh process's default allocator: {:.2f}x)".format(
+            speed["speed_up"],
+            speed["batch"],
+            speed["threads"],
+            speed["allocator"],
+            speed["default_allocator"]["speed_up"],
+        ),
         f"wrote {result['exported']} and compression.json",
     ]
     print("\n".join(lines))

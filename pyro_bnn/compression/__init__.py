@@ -26,6 +26,7 @@ from .sparse_vd import (
     pruned_posterior_mean,
 )
 from .structure import PRUNABLE_LAYERS, UnitMasks, cascade, kept_weights, layer_flops
+from .timing import speed_up
 from .weight_sharing import Codebook, kmeans_share, train_codebooks
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "round_to_precision",
     "save_exported",
     "signal_to_noise_masks",
+    "speed_up",
     "significant_bits",
     "train_codebooks",
     "unit_round_off",

@@ -7,9 +7,9 @@ import torch
 from pyro_bnn.compression.precision import (
     LayerPrecision,
     compression_ratios,
-    relative_index_entries,
     exponent_bits,
     layer_precision,
+    relative_index_entries,
     round_to_precision,
     significant_bits,
     unit_round_off,
