@@ -53,7 +53,9 @@ removed neurons and channels through the network, chooses each layer's bit preci
 posterior variances, and reports the pruned architecture, the bits per layer, the three
 compression rates of Louizos' thesis (pruning; fast prediction = pruning and reduced precision;
 maximum compression = K-means weight sharing), the test error before and after, and the speed-up
-of the exported network over the original on this CPU (measured side by side).
+of the exported network over the original on this CPU (measured side by side in a fresh process,
+with memory reused between passes; ``speed.default_allocator`` has the figures of the default
+allocator, see :mod:`pyro_bnn.compression.timing`).
 ``--codebook-epochs N`` trains the shared values of maximum compression for N passes over the
 training set (Deep Compression's centre training: the assignments and the storage stay, the
 error comes down); ``errors`` then also has the untrained ``maximum_compression_kmeans``.  It writes
@@ -1158,19 +1160,18 @@ def compress(args) -> dict:
             loader, epochs=args.codebook_epochs, progress=sys.stderr.isatty()
         )
         errors["maximum_compression"] = error("maximum_compression")
-    exported = compressed.export()
-    # The original network: the same architecture at full size (the masked one: zeros cost as
-    # much as any other weight in a dense layer).
+    path = os.path.join(args.run, "compressed.pt2")
+    save_exported(compressed.export(), path, x_test[:2])
+    # The saved program, as a user deploys it, against the original network: the same
+    # architecture at full size (the masked one: zeros cost as much as any other weight in a
+    # dense layer).
     speed = speed_up(
         compressed.network,
-        exported,
+        path,
         splits.input_shape,
         batch=args.speed_batch,
         repeats=args.speed_repeats,
     )
-    example = x_test[:2]
-    path = os.path.join(args.run, "compressed.pt2")
-    save_exported(exported, path, example)
     result = {
         **_describe(args, run, splits),
         "epochs": state["epoch"],

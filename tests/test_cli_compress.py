@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pyro_bnn.cli import main
+from tests.benchmark_scripts import load_benchmark
 
 QUICK = [
     "train", "--data", "digits", "--arch", "lenet-300-100", "--epochs", "2",
@@ -76,6 +77,25 @@ def test_compress_writes_the_exported_network_and_the_rates(l0_run, tmp_path):
     # Its predictions are the pruned network's.
     exported = torch.export.load(str(output / "compressed.pt2")).module()
     assert exported(torch.zeros(5, 1, 8, 8)).shape == (5, 10)
+
+
+def test_export_speed_benchmark_times_the_saved_program(l0_run, tmp_path, capsys):
+    output, _ = l0_run
+    benchmark = load_benchmark("export_speed")
+    results = tmp_path / "results.jsonl"
+    with pytest.raises(FileNotFoundError, match="no compression.json"):
+        benchmark.main([str(tmp_path), "--output", str(results)])
+    code, _, err = run(["compress", str(output), "--speed-repeats", "1", "--speed-batch", "8"])
+    assert code == 0, err
+    capsys.readouterr()
+    benchmark.main([str(output), "--repeats", "2", "--batch", "16", "--output", str(results)])
+    architecture = json.loads((output / "compression.json").read_text())["architecture"]
+    assert f"| {output} | {architecture} |" in capsys.readouterr().out
+    (record,) = map(json.loads, results.read_text().splitlines())
+    assert record["benchmark"] == "export_speed" and record["command"].startswith("python")
+    (row,) = record["runs"]
+    assert (row["speed"]["batch"], row["speed"]["repeats"], row["speed"]["threads"]) == (16, 2, 1)
+    assert row["speed"]["speed_up"] > 0 and row["architecture"] == architecture
 
 
 def test_compress_trains_the_codebooks_on_request(l0_run):

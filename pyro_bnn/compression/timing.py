@@ -24,6 +24,7 @@ import concurrent.futures
 import copy
 import ctypes
 import multiprocessing
+import os
 import platform
 import time
 
@@ -37,7 +38,7 @@ _STEADY_THRESHOLD = 1 << 30
 
 def speed_up(
     original: nn.Module,
-    exported: nn.Module,
+    exported: nn.Module | str | os.PathLike,
     input_shape: tuple[int, ...],
     *,
     batch: int = 1024,
@@ -53,6 +54,9 @@ def speed_up(
     as fast on a CPU: the ratio is what the removed units saved, not the layout.  Both run
     without autograd.
 
+    :param exported: the exported network, or the path of its saved ``torch.export`` program
+        (:func:`~pyro_bnn.compression.save_exported`), which the timing process loads: what a
+        user deploys.
     :param input_shape: one example's shape, e.g. ``(1, 28, 28)``.
     :param threads: torch threads in the timing process (default: this process's).
     :returns: ``batch``, ``repeats``, ``threads``, ``allocator`` (``"steady"`` where glibc's
@@ -66,6 +70,8 @@ def speed_up(
                 f"the speed comparison's {name} must be a positive integer, got {value!r}"
             )
     threads = torch.get_num_threads() if threads is None else threads
+    if isinstance(exported, (str, os.PathLike)) and not os.path.isfile(exported):
+        raise FileNotFoundError(f"there is no saved exported network at {os.fspath(exported)!r}")
     original = copy.deepcopy(original).to(memory_format=torch.channels_last).eval()
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
@@ -78,6 +84,8 @@ def _time_here(original, exported, input_shape, batch, repeats, threads) -> dict
     """The timing itself, in the process that runs it (:func:`speed_up`'s new process)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    if isinstance(exported, (str, os.PathLike)):
+        exported = torch.export.load(exported).module()
     networks = {"original": original, "exported": exported}
     x = torch.randn(batch, *input_shape)
     default = _interleaved(networks, x, repeats)

@@ -1,9 +1,10 @@
 import platform
 
 import pytest
+import torch
 from torch import nn
 
-from pyro_bnn.compression import speed_up
+from pyro_bnn.compression import save_exported, speed_up
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -32,6 +33,16 @@ def test_speed_up_keeps_the_callers_layout():
     conv = nn.Conv2d(1, 2, 3)
     speed_up(conv, nn.Conv2d(1, 2, 3), (1, 8, 8), batch=2, repeats=1, threads=1)
     assert conv.weight.is_contiguous()
+
+
+def test_speed_up_loads_a_saved_program_in_the_timing_process(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 2))
+    path = tmp_path / "net.pt2"
+    save_exported(net, path, torch.zeros(2, 1, 8, 8))
+    result = speed_up(net, path, (1, 8, 8), batch=4, repeats=2, threads=1)
+    assert result["speed_up"] > 0
+    with pytest.raises(FileNotFoundError, match="no saved exported network"):
+        speed_up(net, tmp_path / "missing.pt2", (1, 8, 8))
 
 
 @pytest.mark.parametrize("option", ["batch", "repeats"])
