@@ -5,9 +5,9 @@ A forward pass over a large batch allocates activations of tens of megabytes (Le
 batch 1,024: 47 MB after its first convolution).  glibc's ``malloc`` serves blocks above its
 *mmap threshold* from fresh pages that it returns to the system on ``free``, so the next pass
 page-faults on every 4 KiB page and the kernel zeroes it; the threshold moves with what the
-process freed before (up to 32 MiB).  On this package's benchmark machine that cost from 0 to
-more than 30,000 page faults per pass, and the exported LeNet-5-Caffe's time changed by half
-depending on what the process had done before.  So :func:`speed_up` times both networks in a new
+process freed before (up to 32 MiB).  In the timings of ``benchmarks/RESULTS.md`` that cost
+from 0 to more than 30,000 page faults per pass, and an exported LeNet-5-Caffe's time changed
+by half depending on what the process had done before.  So :func:`speed_up` times both networks in a new
 process, twice:
 
 - **steady** allocations (the reported ``speed_up``): with the mmap and trim thresholds raised
