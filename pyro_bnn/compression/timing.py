@@ -7,8 +7,8 @@ batch 1,024: 47 MB after its first convolution).  glibc's ``malloc`` serves bloc
 page-faults on every 4 KiB page and the kernel zeroes it; the threshold moves with what the
 process freed before (up to 32 MiB).  In the timings of ``benchmarks/RESULTS.md`` that cost
 from 0 to more than 30,000 page faults per pass, and an exported LeNet-5-Caffe's time changed
-by half depending on what the process had done before.  So :func:`speed_up` times both networks in a new
-process, twice:
+by half depending on what the process had done before.  So :func:`speed_up` times both
+networks in a new process, twice:
 
 - **steady** allocations (the reported ``speed_up``): with the mmap and trim thresholds raised
   (``mallopt``, glibc only) both networks reuse their memory and no pass page-faults; the ratio
