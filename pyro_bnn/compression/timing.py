@@ -54,6 +54,10 @@ def speed_up(
     as fast on a CPU: the ratio is what the removed units saved, not the layout.  Both run
     without autograd.
 
+    The new process is started with ``multiprocessing``'s *spawn* method, which imports the
+    calling script again (as ``__mp_main__``): a script that calls this function keeps its
+    top-level work under ``if __name__ == "__main__":``, as with any spawned process.
+
     :param exported: the exported network, or the path of its saved ``torch.export`` program
         (:func:`~pyro_bnn.compression.save_exported`), which the timing process loads: what a
         user deploys.
