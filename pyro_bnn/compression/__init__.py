@@ -62,8 +62,8 @@ __all__ = [
     "round_to_precision",
     "save_exported",
     "signal_to_noise_masks",
-    "speed_up",
     "significant_bits",
+    "speed_up",
     "train_codebooks",
     "unit_round_off",
 ]

@@ -1,10 +1,11 @@
 import platform
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from pyro_bnn.compression import save_exported, speed_up
+from pyro_bnn.compression import save_exported, speed_up, timing
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -12,9 +13,11 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 def test_speed_up_times_both_networks_in_a_fresh_process():
     # A ReLU over a 64 MiB batch: above glibc's largest dynamic mmap threshold (32 MiB), so with
     # the default allocator every pass maps fresh pages for its output and faults on each of
-    # them; with the raised thresholds the freed block is reused and no pass faults.
+    # them.
     original, exported = nn.ReLU(), nn.Identity()
-    result = speed_up(original, exported, (16384,), batch=1024, repeats=3, threads=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = speed_up(original, exported, (16384,), batch=1024, repeats=3, threads=1)
     assert (result["batch"], result["repeats"], result["threads"]) == (1024, 3, 1)
     assert result["original_seconds"] > 0 and result["exported_seconds"] > 0
     assert result["speed_up"] == result["original_seconds"] / result["exported_seconds"]
@@ -24,7 +27,10 @@ def test_speed_up_times_both_networks_in_a_fresh_process():
         assert result["allocator"] == "steady"
         pages = 1024 * 16384 * 4 // 4096
         assert default["page_faults"]["original"] >= 0.9 * pages
-        assert result["page_faults"] == {"original": 0, "exported": 0}
+        # glibc usually reuses the freed block then, but not always; a steady timing that
+        # still faulted says so.
+        faulted = max(result["page_faults"].values()) >= timing._FAULT_WARNING_PAGES
+        assert faulted == any("still page-faulted" in str(w.message) for w in caught)
     # The caller's network is not moved to another memory layout.
     assert isinstance(original, nn.ReLU)
 
@@ -45,7 +51,35 @@ def test_speed_up_loads_a_saved_program_in_the_timing_process(tmp_path):
         speed_up(net, tmp_path / "missing.pt2", (1, 8, 8))
 
 
-@pytest.mark.parametrize("option", ["batch", "repeats"])
+def test_speed_up_warns_where_memory_cannot_be_kept(monkeypatch):
+    # Without glibc's mallopt the timing is the default allocator's, and the caller is told.
+    monkeypatch.setattr(timing, "_raise_glibc_thresholds", lambda: False)
+    monkeypatch.setattr(timing, "_in_fresh_process", lambda function, *args: function(*args))
+    threads = torch.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match="default allocator"):
+            result = speed_up(nn.ReLU(), nn.ReLU(), (3,), batch=2, repeats=1, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert result["allocator"] == "default"
+    assert {key: result[key] for key in result["default_allocator"]} == result["default_allocator"]
+
+
+def test_speed_up_warns_when_the_steady_timing_still_faults(monkeypatch):
+    counter = iter(range(0, 10**6, 300))
+    monkeypatch.setattr(timing, "_minor_faults", lambda: next(counter))
+    monkeypatch.setattr(timing, "_raise_glibc_thresholds", lambda: True)
+    monkeypatch.setattr(timing, "_in_fresh_process", lambda function, *args: function(*args))
+    threads = torch.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match="still page-faulted"):
+            result = speed_up(nn.ReLU(), nn.ReLU(), (3,), batch=2, repeats=1, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert result["allocator"] == "steady" and result["page_faults"]["original"] == 300
+
+
+@pytest.mark.parametrize("option", ["batch", "repeats", "threads"])
 @pytest.mark.parametrize("value", [0, -1, 2.0, True])
 def test_speed_up_rejects_bad_counts(option, value):
     with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
