@@ -51,31 +51,31 @@ def test_speed_up_loads_a_saved_program_in_the_timing_process(tmp_path):
         speed_up(net, tmp_path / "missing.pt2", (1, 8, 8))
 
 
-def test_speed_up_warns_where_memory_cannot_be_kept(monkeypatch):
-    # Without glibc's mallopt the timing is the default allocator's, and the caller is told.
-    monkeypatch.setattr(timing, "_raise_glibc_thresholds", lambda: False)
+@pytest.fixture
+def in_this_process(monkeypatch):
+    """Run the timing here instead of in a spawned process (with mallopt left alone), restoring
+    the torch threads it sets; returns a ``speed_up`` of two ReLUs."""
     monkeypatch.setattr(timing, "_in_fresh_process", lambda function, *args: function(*args))
     threads = torch.get_num_threads()
-    try:
-        with pytest.warns(RuntimeWarning, match="default allocator"):
-            result = speed_up(nn.ReLU(), nn.ReLU(), (3,), batch=2, repeats=1, threads=1)
-    finally:
-        torch.set_num_threads(threads)
+    yield lambda: speed_up(nn.ReLU(), nn.ReLU(), (3,), batch=2, repeats=1, threads=1)
+    torch.set_num_threads(threads)
+
+
+def test_speed_up_warns_where_memory_cannot_be_kept(monkeypatch, in_this_process):
+    # Without glibc's mallopt the timing is the default allocator's, and the caller is told.
+    monkeypatch.setattr(timing, "_raise_glibc_thresholds", lambda: False)
+    with pytest.warns(RuntimeWarning, match="default allocator"):
+        result = in_this_process()
     assert result["allocator"] == "default"
     assert {key: result[key] for key in result["default_allocator"]} == result["default_allocator"]
 
 
-def test_speed_up_warns_when_the_steady_timing_still_faults(monkeypatch):
+def test_speed_up_warns_when_the_steady_timing_still_faults(monkeypatch, in_this_process):
     counter = iter(range(0, 10**6, 300))
     monkeypatch.setattr(timing, "_minor_faults", lambda: next(counter))
     monkeypatch.setattr(timing, "_raise_glibc_thresholds", lambda: True)
-    monkeypatch.setattr(timing, "_in_fresh_process", lambda function, *args: function(*args))
-    threads = torch.get_num_threads()
-    try:
-        with pytest.warns(RuntimeWarning, match="still page-faulted"):
-            result = speed_up(nn.ReLU(), nn.ReLU(), (3,), batch=2, repeats=1, threads=1)
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.warns(RuntimeWarning, match="still page-faulted"):
+        result = in_this_process()
     assert result["allocator"] == "steady" and result["page_faults"]["original"] == 300
 
 
