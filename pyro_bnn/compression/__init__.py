@@ -4,6 +4,7 @@ thesis (Table 9) and the export of a smaller deterministic network."""
 
 from .compress import SCENARIOS, CompressedNetwork, compress
 from .export import KeptInputs, export, masked_network, save_exported
+from .inference import WindowMax2d, optimize_for_inference
 from .precision import (
     CompressionRatios,
     LayerPrecision,
@@ -42,6 +43,7 @@ __all__ = [
     "LayerSparsity",
     "PointGuide",
     "UnitMasks",
+    "WindowMax2d",
     "cascade",
     "compress",
     "compression_ratios",
@@ -56,6 +58,7 @@ __all__ = [
     "layer_precision",
     "magnitude_masks",
     "masked_network",
+    "optimize_for_inference",
     "prune",
     "pruned_posterior_mean",
     "relative_index_entries",

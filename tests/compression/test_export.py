@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pyro_bnn.compression.export import KeptInputs, export, masked_network, save_exported
+from pyro_bnn.compression.inference import WindowMax2d
 from pyro_bnn.compression.structure import UnitMasks, analyze_structure, cascade
 from pyro_bnn.models import lenet5_caffe, lenet_300_100, vgg_like
 
@@ -351,16 +352,18 @@ def test_saved_export_loads_without_pyro(tmp_path):
         torch.testing.assert_close(torch.load(tmp_path / "y.pt"), exported(x[:2]))
 
 
-def test_the_memory_layout_changes_no_output():
+def test_the_inference_rewrites_change_no_output():
     generator = torch.Generator().manual_seed(5)
     net = randomize(lenet5_caffe(), generator)
     masks = random_group_masks(net, MNIST, 0.3, generator)
     weights = masked_weights(net, masks)
     units = cascade(net, masks, MNIST)
     fast = export(net, weights, units, input_shape=MNIST)
-    plain = export(net, weights, units, input_shape=MNIST, channels_last=False)
+    plain = export(net, weights, units, input_shape=MNIST, optimize=False)
     assert plain.conv2.weight.is_contiguous()
+    assert isinstance(plain.pool1, nn.MaxPool2d)
     assert fast.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(fast.pool1, WindowMax2d)
     x = torch.randn(5, *MNIST, generator=generator)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
