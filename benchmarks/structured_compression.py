@@ -73,6 +73,8 @@ def _train_arguments(method: str, options) -> list[str]:
                 arguments += ["--penalty", value]
             if options.l0_init_drop_rate is not None:
                 arguments += ["--init-drop-rate", str(options.l0_init_drop_rate)]
+            if options.l0_weight_decay is not None:
+                arguments += ["--weight-decay", str(options.l0_weight_decay)]
     return [*arguments, "--arch", options.arch, "--data", options.data, "--seed",
             str(options.seed), "--threads", str(options.threads), "--quiet"]  # fmt: skip
 
@@ -158,6 +160,12 @@ def main_benchmark(argv: list[str] | None = None) -> None:
         type=float,
         default=None,
         help="L0 gates' starting dropout rate (pyro-bnn train --init-drop-rate)",
+    )
+    parser.add_argument(
+        "--l0-weight-decay",
+        type=float,
+        default=None,
+        help="L0's gated L2 coefficient (pyro-bnn train --weight-decay)",
     )
     parser.add_argument(
         "--codebook-epochs",

@@ -150,6 +150,7 @@ RESUME_MUST_MATCH = (
     "train_subset",
     "penalty",
     "init_drop_rate",
+    "weight_decay",
     "std_caps",
 )
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -236,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="L0: the gates' starting dropout rate (log alpha = log(1-P) - log P, the L0 "
         "code's droprate_init; default: gates start open, log alpha = 3)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        metavar="LAMBDA2",
+        help="L0: lambda_2 of the gated L2 term (Eq. 111), nats per squared weight of an open "
+        "group (default 0: no L2; N times a deterministic network's L2 coefficient matches it)",
     )
     train.add_argument(
         "--std-cap",
@@ -452,7 +461,7 @@ def _check_arguments(args) -> None:
         )
     if args.method in FNP_METHODS and args.pretrain_epochs:
         raise ValueError("--pretrain-epochs applies to the weight-space Bayesian methods only")
-    for name in ("penalty", "init_drop_rate"):
+    for name in ("penalty", "init_drop_rate", "weight_decay"):
         if getattr(args, name) is not None and args.method != "l0":
             raise ValueError(f"--{name.replace('_', '-')} applies to --method l0 only")
     args.penalty = _penalties(args.penalty)
@@ -476,14 +485,15 @@ def _check_arguments(args) -> None:
         # The prior classes check their own options and thresholds, before any data is read.
         penalties = args.penalty if isinstance(args.penalty, dict) else {None: args.penalty}
         for penalty in penalties.values():
-            prior = PRIORS[args.method](**_l0_options(penalty, args.init_drop_rate))
+            options = _l0_options(penalty, args.init_drop_rate, args.weight_decay)
+            prior = PRIORS[args.method](**options)
         if args.threshold is not None:
             prior.check_threshold(args.threshold)
 
 
-def _l0_options(penalty, init_drop_rate) -> dict:
+def _l0_options(penalty, init_drop_rate, weight_decay) -> dict:
     """The options of :class:`~pyro_bnn.models.structured.L0Gates` a run sets."""
-    options = {"penalty": penalty, "init_drop_rate": init_drop_rate}
+    options = {"penalty": penalty, "init_drop_rate": init_drop_rate, "weight_decay": weight_decay}
     return {key: value for key, value in options.items() if value is not None}
 
 
@@ -710,7 +720,7 @@ def _bayesian(net, num_train: int, splits, run: dict):
             model, pretrained=model.initial_values, init_log_variance=init_log_variance
         )
         return model, guide
-    options = _l0_options(run.get("penalty"), run.get("init_drop_rate"))
+    options = _l0_options(run.get("penalty"), run.get("init_drop_rate"), run.get("weight_decay"))
     model = BayesianNetwork(
         net, likelihood, prior=structured_prior(method, **options), input_shape=splits.input_shape
     )
@@ -872,6 +882,7 @@ def _train(args) -> dict | None:
         "num_train": len(train_set),
         "penalty": args.penalty,
         "init_drop_rate": args.init_drop_rate,
+        "weight_decay": args.weight_decay,
         "std_caps": args.std_caps,
         "processes": world_size(),
     }
@@ -908,8 +919,8 @@ def _train(args) -> dict | None:
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
 
     recorded = ("command", "method", "arch", "data", "epochs", "batch_size", "lr", "lr_schedule",
-                "pretrain_epochs", "seed", "num_train", "penalty", "init_drop_rate", "std_caps",
-                "processes")  # fmt: skip
+                "pretrain_epochs", "seed", "num_train", "penalty", "init_drop_rate", "weight_decay",
+                "std_caps", "processes")  # fmt: skip
     result: dict = {
         **{key: settings[key] for key in recorded},
         "num_test": len(x_test),
