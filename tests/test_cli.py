@@ -202,7 +202,7 @@ def test_convolutional_network_predicts_in_smaller_chunks(
         (["--method", "l0", "--penalty", "fc1"], "--penalty takes LAMBDA or LAYER=LAMBDA"),
         (["--method", "l0", "--init-drop-rate", "1"], "init_drop_rate is a dropout rate in (0, 1)"),
         (["--method", "sbp", "--init-drop-rate", "0.5"], "--init-drop-rate applies to --method l0"),
-        (["--method", "l0", "--weight-decay", "-1"], "L0 weight_decay must be a finite number >= 0"),
+        (["--method", "l0", "--weight-decay", "-1"], "L0 weight_decay must be a finite number"),
         (["--method", "sbp", "--weight-decay", "1"], "--weight-decay applies to --method l0"),
         (["--method", "l0", "--penalty", "=1"], "no layer before '='"),
         (["--method", "l0", "--penalty", "fc1=nan"], "--penalty must be finite, got 'fc1=nan'"),
