@@ -55,15 +55,15 @@ class WindowMax2d(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"WindowMax2d expects (N, C, H, W) inputs, got shape {tuple(x.shape)}")
         kh, kw = self.kernel_size
-        channels, height, width = x.shape[1:]
+        batch, channels, height, width = x.shape
         rows, columns = height // kh, width // kw
         if rows * kh != height or columns * kw != width:
             x = x[:, :, : rows * kh, : columns * kw]
         # NHWC with a window's kh rows side by side: (N, rows, kh, columns * kw * C).
-        nhwc = x.permute(0, 2, 3, 1).reshape(-1, rows, kh, columns * kw * channels)
+        nhwc = x.permute(0, 2, 3, 1).reshape(batch, rows, kh, columns * kw * channels)
         across_rows = functools.reduce(torch.maximum, nhwc.unbind(2))
         # A row of windows: (N, rows, columns, kw, C).
-        windows = across_rows.reshape(-1, rows, columns, kw, channels)
+        windows = across_rows.reshape(batch, rows, columns, kw, channels)
         return functools.reduce(torch.maximum, windows.unbind(3)).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
