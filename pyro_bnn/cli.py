@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="LAMBDA2",
         help="L0: lambda_2 of the gated L2 term (Eq. 111), nats per squared weight of an open "
-        "group (default 0: no L2; N times a deterministic network's L2 coefficient matches it)",
+        "group; deterministic: the same L2 penalty on every weight, 0.5 LAMBDA2 ||w||^2 against "
+        "the summed log-likelihood (LAMBDA2 / N as the coefficient of the mean loss); default 0",
     )
     train.add_argument(
         "--std-cap",
@@ -461,9 +462,15 @@ def _check_arguments(args) -> None:
         )
     if args.method in FNP_METHODS and args.pretrain_epochs:
         raise ValueError("--pretrain-epochs applies to the weight-space Bayesian methods only")
-    for name in ("penalty", "init_drop_rate", "weight_decay"):
+    for name in ("penalty", "init_drop_rate"):
         if getattr(args, name) is not None and args.method != "l0":
             raise ValueError(f"--{name.replace('_', '-')} applies to --method l0 only")
+    if args.weight_decay is not None and args.method not in ("l0", "deterministic"):
+        raise ValueError("--weight-decay applies to --method l0 and deterministic only")
+    if args.weight_decay is not None and not (
+        math.isfinite(args.weight_decay) and args.weight_decay >= 0
+    ):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
     args.penalty = _penalties(args.penalty)
     if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
         raise ValueError("--std-cap applies to the structured methods only")
@@ -949,6 +956,7 @@ def _train(args) -> dict | None:
             loader,
             epochs=args.epochs,
             lr=args.lr,
+            weight_decay=(args.weight_decay or 0.0) / len(train_set),
             seed=args.seed,
             scheduler=scheduler,
             progress=not args.quiet,

@@ -148,6 +148,22 @@ def test_train_deterministic(tmp_path, capsys):
     net.load_state_dict(checkpoint["network"])
 
 
+def test_deterministic_weight_decay_is_the_l2_penalty_per_example(tmp_path, capsys):
+    # --weight-decay is lambda_2 against the summed log-likelihood: with N = 256 examples,
+    # 25.6 is Adam's weight_decay 0.1 on the mean loss, which shrinks the weights.
+    norms = {}
+    for decay in (None, "25.6"):
+        output = tmp_path / f"run-{decay}"
+        extra = [] if decay is None else ["--weight-decay", decay]
+        arguments = [*QUICK, "--method", "deterministic", *extra, "--output", str(output)]
+        assert main(arguments) == 0
+        metrics = json.loads((output / "metrics.json").read_text())
+        assert metrics["weight_decay"] == (None if decay is None else 25.6)
+        network = torch.load(output / "checkpoint.pt", weights_only=True)["network"]
+        norms[decay] = float(network["fc1.weight"].norm())
+    assert norms["25.6"] < 0.9 * norms[None]
+
+
 def test_pretraining_and_linear_schedule(tmp_path, capsys):
     output = tmp_path / "run"
     arguments = ["--pretrain-epochs", "1", "--lr-schedule", "linear", "--lr", "0.004"]
@@ -202,8 +218,9 @@ def test_convolutional_network_predicts_in_smaller_chunks(
         (["--method", "l0", "--penalty", "fc1"], "--penalty takes LAMBDA or LAYER=LAMBDA"),
         (["--method", "l0", "--init-drop-rate", "1"], "init_drop_rate is a dropout rate in (0, 1)"),
         (["--method", "sbp", "--init-drop-rate", "0.5"], "--init-drop-rate applies to --method l0"),
-        (["--method", "l0", "--weight-decay", "-1"], "L0 weight_decay must be a finite number"),
-        (["--method", "sbp", "--weight-decay", "1"], "--weight-decay applies to --method l0"),
+        (["--method", "l0", "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+        (["--method", "deterministic", "--weight-decay", "inf"], "--weight-decay must be a finite"),
+        (["--method", "sbp", "--weight-decay", "1"], "--weight-decay applies to --method l0 and"),
         (["--method", "l0", "--penalty", "=1"], "no layer before '='"),
         (["--method", "l0", "--penalty", "fc1=nan"], "--penalty must be finite, got 'fc1=nan'"),
         (["--method", "l0", "--penalty", "1", "--penalty", "2"], "one bare LAMBDA"),
