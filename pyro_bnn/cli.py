@@ -57,9 +57,10 @@ of the exported network over the original on this CPU (measured side by side in 
 with memory reused between passes; ``speed.default_allocator`` has the figures of the default
 allocator, see :mod:`pyro_bnn.compression.timing`).
 ``--codebook-epochs N`` trains the shared values of maximum compression for N passes over the
-training set (Deep Compression's centre training: the assignments and the storage stay, the
-error comes down); ``errors`` then also has the untrained ``maximum_compression_kmeans``.  It writes
-``compression.json`` and ``compressed.pt2``, the exported network as a ``torch.export`` program,
+training set, the learning rate decayed linearly from 1e-3 (Deep Compression's centre training:
+the assignments and the storage stay, the error comes down); ``errors`` then also has the
+untrained ``maximum_compression_kmeans``.  It writes ``compression.json`` and
+``compressed.pt2``, the exported network as a ``torch.export`` program,
 which ``torch.export.load("compressed.pt2").module()`` runs without Pyro or pyro-bnn.
 
 ``pyro-bnn diagnose RUN_DIR`` checks a trained Bayesian run's posterior with ArviZ (the
@@ -111,7 +112,9 @@ DATASETS = ("auto", "fashion-mnist", "digits", "mnist", "cifar10", "toy-cubic", 
 REGRESSION_DATASETS = ("toy-cubic", "toy-sinusoid")
 
 CHECKPOINT = "checkpoint.pt"
-#: The batch size of ``pyro-bnn compress --codebook-epochs`` (Adam, learning rate 1e-3).
+#: The batch size of ``pyro-bnn compress --codebook-epochs`` (Adam, learning rate 1e-3 decayed
+#: linearly over the epochs: at a constant rate the last epoch's noise raised the error of two
+#: of four LeNet-5-Caffe codebooks by up to 0.3 points, see benchmarks/RESULTS.md).
 CODEBOOK_BATCH_SIZE = 128
 #: Every file a run writes into its output directory; ``--overwrite`` removes these and no other.
 RUN_OUTPUTS = (
@@ -303,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--codebook-epochs",
         type=int,
         default=0,
-        help="epochs of centre training for the maximum-compression codebooks (default 0: "
-        "K-means only)",
+        help="epochs of centre training for the maximum-compression codebooks, the learning rate "
+        "decayed linearly (default 0: K-means only)",
     )
 
     diagnose = _run_directory_command(
@@ -1176,7 +1179,10 @@ def compress(args) -> dict:
         errors["maximum_compression_kmeans"] = errors["maximum_compression"]
         loader = DataLoader(splits.train, batch_size=CODEBOOK_BATCH_SIZE, shuffle=True)
         compressed.train_codebooks(
-            loader, epochs=args.codebook_epochs, progress=sys.stderr.isatty()
+            loader,
+            epochs=args.codebook_epochs,
+            scheduler=_scheduler("linear", args.codebook_epochs),
+            progress=sys.stderr.isatty(),
         )
         errors["maximum_compression"] = error("maximum_compression")
     path = os.path.join(args.run, "compressed.pt2")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pyro_bnn.cli import main
+from pyro_bnn.compression import CompressedNetwork
 from tests.benchmark_scripts import load_benchmark
 
 QUICK = [
@@ -98,11 +99,21 @@ def test_export_speed_benchmark_times_the_saved_program(l0_run, tmp_path, capsys
     assert row["speed"]["speed_up"] > 0 and row["architecture"] == architecture
 
 
-def test_compress_trains_the_codebooks_on_request(l0_run):
+def test_compress_trains_the_codebooks_on_request(l0_run, monkeypatch):
     output, _ = l0_run
+    histories = []
+    train = CompressedNetwork.train_codebooks
+
+    def recorded(self, *args, **kwargs):
+        histories.append(train(self, *args, **kwargs))
+        return histories[-1]
+
+    monkeypatch.setattr(CompressedNetwork, "train_codebooks", recorded)
     code, out, err = run(["compress", str(output), "--codebook-epochs", "2",
                           "--speed-repeats", "1", "--speed-batch", "8"])  # fmt: skip
     assert code == 0, err
+    # The learning rate decays linearly over the epochs.
+    assert [record["lr"] for record in histories[0]] == pytest.approx([1e-3, 5e-4])
     result = json.loads((output / "compression.json").read_text())
     assert result["codebook_epochs"] == 2
     errors = result["errors"]
