@@ -29,7 +29,7 @@ from torch import nn
 
 from pyro_bnn.util import atomic_write
 
-from .inference import optimize_for_inference
+from .inference import rewrite_graph
 from .structure import (
     PRUNABLE_LAYERS,
     Layer,
@@ -197,7 +197,8 @@ def export(
     graph_module.recompile()
     graph_module.eval()
     if optimize:
-        graph_module = optimize_for_inference(graph_module)
+        # The graph is this function's own: rewritten in place, not copied again.
+        rewrite_graph(graph_module)
     _check_same_function(graph_module, masked_network(net, weights, biases), input_shape)
     return graph_module
 

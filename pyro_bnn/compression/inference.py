@@ -88,6 +88,12 @@ def optimize_for_inference(network: nn.Module, *, channels_last: bool = True) ->
                 "the network cannot be traced by torch.fx, which the inference rewrites need "
                 f"({type(error).__name__}: {error})"
             ) from error
+    return rewrite_graph(graph_module, channels_last=channels_last)
+
+
+def rewrite_graph(graph_module: fx.GraphModule, *, channels_last: bool = True) -> fx.GraphModule:
+    """:func:`optimize_for_inference`'s rewrites applied to ``graph_module`` itself (no copy:
+    for a graph its caller owns, as :func:`~pyro_bnn.compression.export` does); returns it."""
     for node in list(graph_module.graph.nodes):
         if _is_max_pool(graph_module, node):
             _move_relu_after(graph_module, node)

@@ -94,3 +94,12 @@ def test_speed_up_warns_when_the_steady_timing_still_faults(monkeypatch, in_this
 def test_speed_up_rejects_bad_counts(option, value):
     with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
         speed_up(nn.ReLU(), nn.ReLU(), (3,), **{option: value})
+
+
+def test_speed_up_refuses_an_original_fx_cannot_trace():
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(ValueError, match="cannot be traced by torch.fx"):
+        speed_up(DataDependent(), nn.Identity(), (3,), batch=2, repeats=1, threads=1)
