@@ -154,6 +154,7 @@ RESUME_MUST_MATCH = (
     "penalty",
     "init_drop_rate",
     "weight_decay",
+    "ema_decay",
     "std_caps",
 )
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -249,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="L0: lambda_2 of the gated L2 term (Eq. 111), nats per squared weight of an open "
         "group; deterministic: the same L2 penalty on every weight, 0.5 LAMBDA2 ||w||^2 against "
         "the summed log-likelihood (LAMBDA2 / N as the coefficient of the mean loss); default 0",
+    )
+    train.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        metavar="D",
+        help="temporal averaging: evaluate and save the exponential moving average of the "
+        "parameters over the training steps, with decay D in (0, 1) (the L0 reference code: "
+        "0.999); weight-space methods and the deterministic network; default off",
     )
     train.add_argument(
         "--std-cap",
@@ -474,6 +484,10 @@ def _check_arguments(args) -> None:
         math.isfinite(args.weight_decay) and args.weight_decay >= 0
     ):
         raise ValueError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.ema_decay is not None and args.method in FNP_METHODS:
+        raise ValueError("--ema-decay applies to the weight-space methods and deterministic only")
+    if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
+        raise ValueError(f"--ema-decay must lie strictly between 0 and 1, got {args.ema_decay}")
     args.penalty = _penalties(args.penalty)
     if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
         raise ValueError("--std-cap applies to the structured methods only")
@@ -893,6 +907,7 @@ def _train(args) -> dict | None:
         "penalty": args.penalty,
         "init_drop_rate": args.init_drop_rate,
         "weight_decay": args.weight_decay,
+        "ema_decay": args.ema_decay,
         "std_caps": args.std_caps,
         "processes": world_size(),
     }
@@ -930,7 +945,7 @@ def _train(args) -> dict | None:
 
     recorded = ("command", "method", "arch", "data", "epochs", "batch_size", "lr", "lr_schedule",
                 "pretrain_epochs", "seed", "num_train", "penalty", "init_drop_rate", "weight_decay",
-                "std_caps", "processes")  # fmt: skip
+                "ema_decay", "std_caps", "processes")  # fmt: skip
     result: dict = {
         **{key: settings[key] for key in recorded},
         "num_test": len(x_test),
@@ -960,6 +975,7 @@ def _train(args) -> dict | None:
             epochs=args.epochs,
             lr=args.lr,
             weight_decay=(args.weight_decay or 0.0) / len(train_set),
+            ema_decay=args.ema_decay,
             seed=args.seed,
             scheduler=scheduler,
             progress=not args.quiet,
@@ -1009,6 +1025,7 @@ def _train(args) -> dict | None:
                 lr=args.lr,
                 seed=args.seed,
                 kl_warmup_epochs=args.kl_warmup_epochs,
+                ema_decay=args.ema_decay,
                 scheduler=scheduler,
                 checkpoint=checkpoint,
                 resume=args.resume,

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from pyro_bnn.infer.averaging import ParameterAverage, check_ema_decay
+
 from ._checks import (
     batch_tensors,
     check_inputs,
@@ -84,6 +86,7 @@ def train_deterministic(
     scheduler: Callable | None = None,
     progress: bool = True,
     weight_decay: float = 0.0,
+    ema_decay: float | None = None,
     task: str = "classification",
     noise: GaussianNoise | None = None,
 ) -> list[dict]:
@@ -102,6 +105,9 @@ def train_deterministic(
         (the same contract as :func:`pyro_bnn.fit`'s).
     :param weight_decay: the L2 penalty :math:`\\lambda` in the loss, on every network parameter
         (MAP with prior precision :math:`N\\lambda`; see the module docstring).
+    :param ema_decay: temporal averaging (:mod:`pyro_bnn.infer.averaging`): when training
+        ends, ``net`` holds the exponential moving average of its parameters over the steps,
+        with this decay, instead of the last step's values; ``None``: the last step's.
     :param task: ``"classification"`` (cross-entropy on the logits) or ``"regression"``
         (Gaussian negative log-likelihood of the network's mean under ``noise``).
     :param noise: for regression, the :class:`GaussianNoise` whose variance is learned (unless
@@ -118,6 +124,7 @@ def train_deterministic(
     check_positive("lr", lr)
     check_non_negative("weight_decay", weight_decay)
     check_task(task, noise)
+    ema_decay = check_ema_decay(ema_decay)
     if seed is not None:
         torch.manual_seed(seed)
     learned = [noise.log_variance] if noise is not None and noise.log_variance.requires_grad else []
@@ -128,6 +135,7 @@ def train_deterministic(
         groups.append({"params": learned, "weight_decay": 0.0})
     optimizer = _adam(groups, lr)
     schedule = scheduler(optimizer) if scheduler is not None else None
+    average = None if ema_decay is None else ParameterAverage(net.parameters(), ema_decay)
     history = []
     net.train()
     total = epochs * len(data) if hasattr(data, "__len__") else None
@@ -145,6 +153,8 @@ def train_deterministic(
                     raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}")
                 loss.backward()
                 optimizer.step()
+                if average is not None:
+                    average.update()
                 losses.append(loss.item())
                 bar.update(1)
             if not losses:
@@ -156,6 +166,8 @@ def train_deterministic(
             if schedule is not None:
                 schedule.step()
             bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]['loss']:.4f}")
+    if average is not None and average.steps:
+        average.apply()
     return history
 
 

@@ -9,7 +9,7 @@ architecture fails with a message naming the first differences, before anything 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -108,12 +108,16 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     restore_rng: bool = False,
+    check_extra: Callable[[dict], None] | None = None,
 ) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model``, ``guide`` and,
     when given, ``optimizer`` and ``scheduler``.
 
     Everything is checked before anything is loaded: a file that is not a pyro-bnn checkpoint
     or one written for another architecture raises and leaves every object unchanged.
+
+    :param check_extra: called with the checkpoint's ``extra`` after those checks and before
+        anything is loaded; an error it raises leaves every object unchanged too.
 
     :returns: ``{"epoch", "history", "extra"}`` of the checkpoint.
     :raises CheckpointMismatchError: the checkpoint belongs to another model or guide.
@@ -153,6 +157,8 @@ def load_checkpoint(
                 f"{os.fspath(path)} holds an optimizer over parameter groups of sizes "
                 f"{saved_sizes}, this optimizer has {sizes}"
             )
+    if check_extra is not None:
+        check_extra(payload["extra"])
     model.load_state_dict(payload["model"])
     guide.load_state_dict(payload["guide"])
     if optimizer is not None:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from pyro_bnn.util import all_finite
 
+from .averaging import ParameterAverage, check_ema_decay
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import (
     ConstantPredictor,
@@ -51,6 +52,8 @@ from .trace_kl_elbo import TraceKL_ELBO
 
 #: The key of a checkpoint's ``extra`` that marks where Ctrl-C stopped training.
 INTERRUPTED_KEY = "interrupted"
+#: The key of a checkpoint's ``extra`` that holds the parameter average of ``ema_decay=``.
+AVERAGE_KEY = "parameter_average"
 #: In data-parallel training, a second SIGINT this soon after the first is the same Ctrl-C
 #: (:class:`_InterruptRequest`).
 SIGINT_ECHO_SECONDS = 1.0
@@ -228,6 +231,7 @@ def fit(
     kl_warmup_epochs: float = 0.0,
     kl_reweighting: str = "uniform",
     max_grad_norm: float | None = None,
+    ema_decay: float | None = None,
     seed: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
@@ -272,6 +276,12 @@ def fit(
     :param kl_reweighting: ``"uniform"`` (every mini-batch weighs the KL equally) or
         ``"blundell"`` (Bayes by Backprop's geometric weights over an epoch's mini-batches).
     :param max_grad_norm: clip the gradient's global norm to this value.
+    :param ema_decay: temporal averaging (:mod:`~pyro_bnn.infer.averaging`): keep an
+        exponential moving average of every model and guide parameter with this decay (the L0
+        reference code: 0.999), updated after each step.  When training ends the model and
+        guide hold the averages, and every checkpoint stores them as its model and guide (the
+        last step's values beside them, for ``resume=True``), so whatever loads a checkpoint
+        evaluates the averaged network.  ``None`` (default): the last iterate.
     :param seed: seeds torch and Pyro first, making a CPU run exactly repeatable (including the
         DataLoader's shuffling when it uses the global generator).
     :param checkpoint: write a checkpoint of model, guide, optimizer and history to this path
@@ -281,7 +291,8 @@ def fit(
     :param resume: continue from ``checkpoint`` if the file exists; an interrupted epoch starts
         again from its first batch, with the parameters of its last finished step.
     :param checkpoint_extra: more weights-only-safe data stored in every checkpoint's
-        ``extra`` (a run's settings, say); the key ``"interrupted"`` is fit's.
+        ``extra`` (a run's settings, say); the keys ``"interrupted"`` and
+        ``"parameter_average"`` are fit's.
     :param callback: called with each :class:`EpochRecord`.
     :param progress: show a tqdm progress bar.
     :returns: one :class:`EpochRecord` per epoch (including resumed epochs).
@@ -328,8 +339,10 @@ def fit(
             )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    if checkpoint_extra is not None and INTERRUPTED_KEY in checkpoint_extra:
-        raise ValueError(f"checkpoint_extra: the key {INTERRUPTED_KEY!r} is reserved for fit")
+    for key in (INTERRUPTED_KEY, AVERAGE_KEY):
+        if checkpoint_extra is not None and key in checkpoint_extra:
+            raise ValueError(f"checkpoint_extra: the key {key!r} is reserved for fit")
+    ema_decay = check_ema_decay(ema_decay)
     check_optimizer_argument(optimizer, scheduler)
     parallel = DataParallel.current()
     if parallel is not None:
@@ -373,6 +386,7 @@ def fit(
         if optimizer is None:
             optimizer = default_optimizer(parameters, lr)
         trainer = make_optimizer(optimizer, parameters, guide)
+        average = None if ema_decay is None else ParameterAverage(parameters, ema_decay)
         lr_scheduler = scheduler(trainer.optimizer) if scheduler is not None else None
 
         history: list[EpochRecord] = []
@@ -389,7 +403,10 @@ def fit(
                 optimizer=trainer.checkpointed,
                 scheduler=lr_scheduler,
                 restore_rng=True,
+                check_extra=lambda extra: _check_saved_average(extra, average),
             )
+            if average is not None:
+                _resume_average(average, state["extra"][AVERAGE_KEY])
             start = state["epoch"]
             history = [EpochRecord(**record) for record in state["history"]]
         if parallel is not None:
@@ -400,16 +417,25 @@ def fit(
             if interrupted is not None:
                 extra[INTERRUPTED_KEY] = interrupted
             if parallel is None or parallel.is_main:
-                save_checkpoint(
-                    checkpoint,
-                    model=model,
-                    guide=guide,
-                    optimizer=trainer.checkpointed,
-                    scheduler=lr_scheduler,
-                    epoch=finished,
-                    history=[asdict(r) for r in history],
-                    extra=extra,
-                )
+                # The file holds the averaged network as its model and guide, which is what a
+                # loader evaluates, and the last step's values for resuming.
+                last_step = average.apply() if average is not None and average.steps else None
+                try:
+                    if average is not None:
+                        extra[AVERAGE_KEY] = {**average.state_dict(), "last_step": last_step}
+                    save_checkpoint(
+                        checkpoint,
+                        model=model,
+                        guide=guide,
+                        optimizer=trainer.checkpointed,
+                        scheduler=lr_scheduler,
+                        epoch=finished,
+                        history=[asdict(r) for r in history],
+                        extra=extra,
+                    )
+                finally:
+                    if last_step is not None:
+                        average.restore(last_step)
             # No process goes on, and perhaps reads the file, before it is complete.
             barrier()
 
@@ -426,6 +452,7 @@ def fit(
         training = _Training(
             model, guide, weighted_model, weighted_guide, elbo, kl_weight, trainer, parameters,
             num_steps, kl_warmup_epochs, kl_reweighting, max_grad_norm, bar, interrupt, averager,
+            average,
         )  # fmt: skip
         # The constant predictor the last epoch's data term is compared with.
         baseline = ConstantPredictor.for_model(model)
@@ -467,12 +494,46 @@ def fit(
                     )
         finally:
             bar.close()
+        if average is not None and average.steps:
+            average.apply()
         if epochs > start and main:
             steps = training.total_steps + start * (num_steps or 0)
             symptoms = collapse_symptoms(history[-1].data, steps, baseline, guide)
             if symptoms:
                 warnings.warn(collapse_message(symptoms), PosteriorCollapseWarning, stacklevel=2)
     return history
+
+
+def _check_saved_average(extra: dict, average: ParameterAverage | None) -> None:
+    """Refuse to resume from a checkpoint whose parameter averaging differs from this call's
+    (``ema_decay=``), before anything is loaded."""
+    saved = extra.get(AVERAGE_KEY)
+    if average is None and saved is not None:
+        raise ValueError(
+            f"the checkpoint was trained with ema_decay={saved.get('decay')}: its model and guide "
+            "hold averaged parameters; resume with the same ema_decay"
+        )
+    if average is not None and saved is None:
+        raise ValueError(
+            "the checkpoint was trained without ema_decay, so it has no parameter average to "
+            "continue; resume without ema_decay, or start a new run"
+        )
+    if average is not None:
+        average.check_state(saved)
+        last_step = saved.get("last_step")
+        if saved["steps"] and (
+            not isinstance(last_step, list)
+            or [tuple(t.shape) for t in last_step] != [tuple(p.shape) for p in average.parameters]
+        ):
+            raise ValueError("the checkpoint's parameter average lacks the last step's values")
+
+
+def _resume_average(average: ParameterAverage, saved: dict) -> None:
+    """Continue the average of a checkpoint, whose model and guide held the averages: the
+    parameters go back to the last step's values, which the optimizer's state belongs to."""
+    average.load_state_dict(saved)
+    if average.steps:
+        average.restore(saved["last_step"])
 
 
 def _stop(optimizer: TrainingOptimizer, what: str, epoch: int, step: int, remedies: str):
@@ -515,6 +576,8 @@ class _Training:
     interrupt: _InterruptRequest
     #: Averages each step's gradients over the processes; ``None`` in one process.
     averager: GradientAverager | None
+    #: The temporal average of the parameters (``ema_decay=``), or ``None``.
+    average: ParameterAverage | None
     steps: int = 0  #: steps taken by the latest epoch
     total_steps: int = 0  #: steps taken by this call
 
@@ -570,6 +633,8 @@ class _Training:
                 # it would find no .grad on them and clip nothing).
                 torch.nn.utils.clip_grads_with_norm_(with_grad, self.max_grad_norm, norm)
             optimizer.step()
+            if self.average is not None:
+                self.average.update()
             self.steps = step + 1
             self.total_steps += 1
             if step == 0:
