@@ -164,6 +164,18 @@ def test_deterministic_weight_decay_is_the_l2_penalty_per_example(tmp_path, caps
     assert norms["25.6"] < 0.9 * norms[None]
 
 
+def test_ema_decay_is_recorded_and_resumed_only_with_the_same_value(tmp_path, capsys):
+    for method in ("deterministic", "sparse-vd"):
+        output = tmp_path / method
+        arguments = [*QUICK, "--method", method, "--ema-decay", "0.9", "--output", str(output)]
+        assert main(arguments) == 0, capsys.readouterr().err
+        assert json.loads((output / "metrics.json").read_text())["ema_decay"] == 0.9
+    resumed = [*QUICK, "--epochs", "3", "--resume", "--output", str(tmp_path / "sparse-vd")]
+    assert main([*resumed, "--ema-decay", "0.5"]) == 2
+    assert "--ema-decay is 0.5 here but 0.9 there" in capsys.readouterr().err
+    assert main([*resumed, "--ema-decay", "0.9"]) == 0, capsys.readouterr().err
+
+
 def test_pretraining_and_linear_schedule(tmp_path, capsys):
     output = tmp_path / "run"
     arguments = ["--pretrain-epochs", "1", "--lr-schedule", "linear", "--lr", "0.004"]
@@ -221,6 +233,9 @@ def test_convolutional_network_predicts_in_smaller_chunks(
         (["--method", "l0", "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
         (["--method", "deterministic", "--weight-decay", "inf"], "--weight-decay must be a finite"),
         (["--method", "sbp", "--weight-decay", "1"], "--weight-decay applies to --method l0 and"),
+        (["--ema-decay", "1"], "--ema-decay must lie strictly between 0 and 1, got 1.0"),
+        (["--method", "deterministic", "--ema-decay", "nan"], "--ema-decay must lie strictly"),
+        (["--method", "fnp", "--ema-decay", "0.9"], "--ema-decay applies to the weight-space"),
         (["--method", "l0", "--penalty", "=1"], "no layer before '='"),
         (["--method", "l0", "--penalty", "fc1=nan"], "--penalty must be finite, got 'fc1=nan'"),
         (["--method", "l0", "--penalty", "1", "--penalty", "2"], "one bare LAMBDA"),
