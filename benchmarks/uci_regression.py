@@ -161,6 +161,9 @@ class Settings:
     dropout: float = 0.05  # MC dropout's rate (Gal and Ghahramani's UCI experiments)
     ensemble_size: int = 5
     seed: int = 0
+    #: temporal averaging of every method's parameters (``ema_decay`` of ``fit`` and
+    #: ``train_deterministic``); None: the last iterate
+    ema_decay: float | None = None
 
 
 #: ``(means, variances)``, each ``(S, N_test)``, in standardized units.
@@ -219,7 +222,8 @@ def variational(family: str | Callable, prior: Callable, **guide_options) -> Cal
         families = family(split) if callable(family) else {"net.*.weight": family}
         guide = AutoSiteGuide(model, families=families, **guide_options)
         fit(model, guide, _loader(split, settings), epochs=settings.epochs, lr=settings.lr,
-            scheduler=_scheduler(settings), progress=False)  # fmt: skip
+            scheduler=_scheduler(settings), ema_decay=settings.ema_decay,
+            progress=False)  # fmt: skip
         prediction = predict(model, guide, split.x_test, num_samples=settings.num_samples)
         return prediction.mean_samples, prediction.variance_samples
 
@@ -244,7 +248,7 @@ def _train_map(net: nn.Module, split: UCISplit, settings: Settings) -> GaussianN
     train_deterministic(net, _loader(split, settings), epochs=settings.epochs, lr=settings.lr,
                         scheduler=_scheduler(settings),
                         weight_decay=_weight_decay(split, settings), task="regression",
-                        noise=noise, progress=False)  # fmt: skip
+                        noise=noise, ema_decay=settings.ema_decay, progress=False)  # fmt: skip
     return noise
 
 
@@ -411,6 +415,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.weight_decay,
         help="the deterministic network's L2 penalty (default 1 / N_train)",
     )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=defaults.ema_decay,
+        help="temporal averaging of every method's parameters with this decay (the thesis "
+        "trains with temporal averaging); default: the last iterate",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1)
     provenance.add_record_options(parser, "2 splits of 2 epochs, to check that everything runs")
@@ -426,6 +437,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lr must be positive")
     if options.weight_decay is not None and not options.weight_decay >= 0:
         parser.error("--weight-decay must be non-negative")
+    if options.ema_decay is not None and not 0 < options.ema_decay < 1:
+        parser.error("--ema-decay must lie strictly between 0 and 1")
     return options
 
 
@@ -440,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         num_samples=options.num_samples,
         weight_decay=options.weight_decay,
         seed=options.seed,
+        ema_decay=options.ema_decay,
     )
     run = provenance.run("uci_regression.py", argv, options.threads)
     started = run["date"]
