@@ -395,13 +395,17 @@ def fit(
         if resume and parallel is not None:
             # One file for all (rank 0 wrote it): every process resumes, or none.
             found = parallel.any(found)
+        # What a checkpoint holds besides the epoch, the history and the extra data.
+        stored = {
+            "model": model,
+            "guide": guide,
+            "optimizer": trainer.checkpointed,
+            "scheduler": lr_scheduler,
+        }
         if found:
             state = load_checkpoint(
                 checkpoint,
-                model=model,
-                guide=guide,
-                optimizer=trainer.checkpointed,
-                scheduler=lr_scheduler,
+                **stored,
                 restore_rng=True,
                 check_extra=lambda extra: _check_saved_average(extra, average),
             )
@@ -425,10 +429,7 @@ def fit(
                         extra[AVERAGE_KEY] = {**average.state_dict(), "last_step": last_step}
                     save_checkpoint(
                         checkpoint,
-                        model=model,
-                        guide=guide,
-                        optimizer=trainer.checkpointed,
-                        scheduler=lr_scheduler,
+                        **stored,
                         epoch=finished,
                         history=[asdict(r) for r in history],
                         extra=extra,
