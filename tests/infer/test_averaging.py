@@ -4,6 +4,7 @@ checkpoints, and in the deterministic trainer."""
 import math
 
 import pyro
+import pyro.optim
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -97,7 +98,10 @@ def _trainable(model, guide):
     }
 
 
-def test_fit_ends_with_the_average_of_its_iterates():
+@pytest.mark.parametrize("optimizer", [None, "pyro"])
+def test_fit_ends_with_the_average_of_its_iterates(optimizer):
+    if optimizer == "pyro":
+        optimizer = pyro.optim.Adam({"lr": 1e-2})
     pyro.set_rng_seed(0)
     # One batch per epoch, so the callback sees every iterate.
     model, guide, loader, _, _ = classification_problem(batch_size=96)
@@ -106,8 +110,8 @@ def test_fit_ends_with_the_average_of_its_iterates():
     def record(epoch_record):
         iterates.append(_trainable(model, guide))
 
-    fit(model, guide, loader, epochs=5, lr=1e-2, seed=1, ema_decay=0.7, callback=record,
-        progress=False)  # fmt: skip
+    fit(model, guide, loader, epochs=5, lr=1e-2, optimizer=optimizer, seed=1, ema_decay=0.7,
+        callback=record, progress=False)  # fmt: skip
     final = _trainable(model, guide)
     for name, value in final.items():
         expected = _weighted_mean([it[name].double() for it in iterates], 0.7)
