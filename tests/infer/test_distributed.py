@@ -110,8 +110,9 @@ def history(records) -> list[dict]:
 
 
 def resumed_map_run(rank: int, directory: str) -> dict:
-    """Shuffled loader split by fit, Adam with clipping, two epochs with a checkpoint, then a
-    fresh model and guide resumed to a third; counts the calls that write the checkpoint."""
+    """Shuffled loader split by fit, Adam with clipping and temporal averaging, two epochs with
+    a checkpoint, then a fresh model and guide resumed to a third; counts the calls that write
+    the checkpoint."""
     fit_module = importlib.import_module("pyro_bnn.infer.fit")
     writes = []
     original = fit_module.save_checkpoint
@@ -126,8 +127,8 @@ def resumed_map_run(rank: int, directory: str) -> dict:
         for epochs in (2, 3):
             model, guide = map_problem(0.1 if rank == 0 else 0.7)
             loader = DataLoader(regression_data(), batch_size=BATCH, shuffle=True)
-            options = {"lr": 0.05, "seed": 7, "max_grad_norm": 20.0, "checkpoint": path,
-                       "progress": False}  # fmt: skip
+            options = {"lr": 0.05, "seed": 7, "max_grad_norm": 20.0, "ema_decay": 0.8,
+                       "checkpoint": path, "progress": False}  # fmt: skip
             records = fit(model, guide, loader, epochs=epochs, resume=epochs == 3, **options)
     finally:
         fit_module.save_checkpoint = original
@@ -272,11 +273,12 @@ def test_gradients_are_averaged_where_any_process_has_one(ranks):
 
 
 def test_two_processes_equal_one_over_the_global_batches(ranks):
-    """Fit's own split of a shuffled loader, a checkpoint and a resumed third epoch."""
+    """Fit's own split of a shuffled loader, a checkpoint and a resumed third epoch, with
+    temporal averaging: every process ends with the one-process average."""
     model, guide = map_problem(0.1)
     records = fit(
         model, guide, global_loader(7), epochs=3, lr=0.05, seed=7, max_grad_norm=20.0,
-        progress=False,
+        ema_decay=0.8, progress=False,
     )  # fmt: skip
     single = parameters(model, guide)
     for rank in ranks:
