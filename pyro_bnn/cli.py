@@ -26,7 +26,10 @@ frequencies, or every weight pruned) draws one too.
 ``--lr-schedule linear`` decays the learning rate linearly to zero over the epochs (Molchanov et
 al.'s schedule).  ``--pretrain-epochs K`` first trains the network deterministically for K epochs
 and starts the guide's means there, as Molchanov et al. did for their convolutional networks;
-the deterministic baseline with the same budget then gets K more epochs.
+the deterministic baseline with the same budget then gets K more epochs.  ``--ema-decay D``
+evaluates and saves the exponential moving average of the parameters over the training steps
+(temporal averaging, as the thesis trains L0 and matrix-normal networks) instead of the last
+step's values; the pretraining epochs are not averaged.
 
 An output directory that already holds a run (``metrics.json`` or ``checkpoint.pt``) is left
 alone unless ``--overwrite`` (remove that run's files first; other files stay) or ``--resume``
