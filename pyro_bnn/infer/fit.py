@@ -279,9 +279,10 @@ def fit(
     :param ema_decay: temporal averaging (:mod:`~pyro_bnn.infer.averaging`): keep an
         exponential moving average of every model and guide parameter with this decay (the L0
         reference code: 0.999), updated after each step.  When training ends the model and
-        guide hold the averages, and every checkpoint stores them as its model and guide (the
-        last step's values beside them, for ``resume=True``), so whatever loads a checkpoint
-        evaluates the averaged network.  ``None`` (default): the last iterate.
+        guide hold the averages (after Ctrl-C, the last step's values), and every checkpoint
+        stores the averages as its model and guide (the last step's values beside them, for
+        ``resume=True``), so whatever loads a checkpoint evaluates the averaged network.
+        ``None`` (default): the last iterate.
     :param seed: seeds torch and Pyro first, making a CPU run exactly repeatable (including the
         DataLoader's shuffling when it uses the global generator).
     :param checkpoint: write a checkpoint of model, guide, optimizer and history to this path
