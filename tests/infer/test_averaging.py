@@ -10,10 +10,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_bnn.baselines import train_deterministic
-from pyro_bnn.infer import fit, load_checkpoint
+from pyro_bnn.infer import TrainingInterrupted, fit, load_checkpoint
 from pyro_bnn.infer.averaging import ParameterAverage
+from pyro_bnn.infer.fit import _parameters as _parameter_list
 
 from .common import classification_problem
+from .test_fit import _Loader, _send_sigint
 
 
 def _weighted_mean(iterates, decay):
@@ -200,3 +202,27 @@ def test_train_deterministic_ends_with_the_average():
         torch.testing.assert_close(value.detach().double(), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="ema_decay"):
         train_deterministic(network(), loader, epochs=1, ema_decay=0.0, progress=False)
+
+
+def test_ctrl_c_leaves_the_last_step_and_checkpoints_both(tmp_path, interruptible):
+    path = tmp_path / "checkpoint.pt"
+    model, guide, _, x, y = classification_problem()
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in (0, 32, 64)]
+
+    def before(epoch, step):
+        if (epoch, step) == (2, 1):
+            _send_sigint()  # while the batch loads: epoch 2 stops before its second step
+
+    with pytest.raises(TrainingInterrupted):
+        fit(model, guide, _Loader(batches, before), epochs=3, lr=0.01, ema_decay=0.5,
+            checkpoint=path, progress=False)  # fmt: skip
+    payload = torch.load(path, weights_only=True)
+    saved = payload["extra"]["parameter_average"]
+    assert saved["steps"] == 4  # three steps of epoch 1, one of epoch 2
+    last = [p.detach() for p in _parameter_list(model, guide)]
+    for value, stored in zip(last, saved["last_step"], strict=True):
+        assert torch.equal(value, stored)
+    averaged = dict(payload["guide"])
+    assert any(
+        not torch.equal(averaged[name], value.detach()) for name, value in guide.named_parameters()
+    )
