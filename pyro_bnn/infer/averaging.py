@@ -13,6 +13,10 @@ the bias-corrected form of the running sum :math:`m_t = d\\,m_{t-1} + (1 - d)\\,
 :math:`m_0 = 0` (as Adam corrects its moments), so the first steps are not pulled towards zero
 and :math:`\\bar\\theta_t` is a weighted mean of the iterates at every ``t``.
 
+Only parameters are averaged.  Buffers, such as BatchNorm's running statistics, keep the last
+step's values, which describe the averaged network's activations only approximately (stochastic
+weight averaging recomputes them with one pass over the training data afterwards).
+
 :class:`ParameterAverage` keeps the running sums; :func:`pyro_bnn.fit` and
 :func:`pyro_bnn.baselines.train_deterministic` take ``ema_decay=`` and leave the averaged
 parameters in the model and guide when training ends.
