@@ -489,8 +489,9 @@ def _check_arguments(args) -> None:
         raise ValueError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
     if args.ema_decay is not None and args.method in FNP_METHODS:
         raise ValueError("--ema-decay applies to the weight-space methods and deterministic only")
-    if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
-        raise ValueError(f"--ema-decay must lie strictly between 0 and 1, got {args.ema_decay}")
+    from pyro_bnn.infer.averaging import check_ema_decay
+
+    check_ema_decay(args.ema_decay, "--ema-decay")
     args.penalty = _penalties(args.penalty)
     if args.std_cap is not None and args.method not in STRUCTURED_METHODS:
         raise ValueError("--std-cap applies to the structured methods only")

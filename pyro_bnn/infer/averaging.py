@@ -31,16 +31,17 @@ import torch
 from torch import nn
 
 
-def check_ema_decay(decay) -> float | None:
-    """``decay`` as a float, or ``None``; refuses anything outside ``(0, 1)``."""
+def check_ema_decay(decay, name: str = "ema_decay") -> float | None:
+    """``decay`` as a float, or ``None``; refuses anything outside ``(0, 1)``, naming the
+    option ``name`` (``"--ema-decay"`` on the command line)."""
     if decay is None:
         return None
     if isinstance(decay, bool) or not isinstance(decay, (int, float)):
-        raise TypeError(f"ema_decay must be a number in (0, 1) or None, got {decay!r}")
+        raise TypeError(f"{name} must be a number in (0, 1) or None, got {decay!r}")
     if not (math.isfinite(decay) and 0.0 < decay < 1.0):
         raise ValueError(
-            f"ema_decay must lie strictly between 0 and 1 (0.999 averages about the last "
-            f"1,000 steps), got {decay}"
+            f"{name} must lie strictly between 0 and 1, got {decay} (0.999 averages about the "
+            "last 1,000 steps)"
         )
     return float(decay)
 
