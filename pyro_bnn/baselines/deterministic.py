@@ -31,7 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pyro_bnn.infer.averaging import ParameterAverage, check_ema_decay
+from pyro_bnn.infer.averaging import (
+    ParameterAverage,
+    check_ema_decay,
+    warn_if_running_statistics,
+)
 
 from ._checks import (
     batch_tensors,
@@ -125,6 +129,8 @@ def train_deterministic(
     check_non_negative("weight_decay", weight_decay)
     check_task(task, noise)
     ema_decay = check_ema_decay(ema_decay)
+    if ema_decay is not None:
+        warn_if_running_statistics(net)
     if seed is not None:
         torch.manual_seed(seed)
     learned = [noise.log_variance] if noise is not None and noise.log_variance.requires_grad else []

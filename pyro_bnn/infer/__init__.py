@@ -3,6 +3,7 @@ posterior predictive."""
 
 from pyro_bnn.guides.auxiliary import auxiliary_log_density
 
+from .averaging import ParameterAverage, RunningStatisticsWarning
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .collapse import PosteriorCollapseWarning
 from .distributed import OtherProcessError, init_distributed, is_main_process
@@ -20,8 +21,10 @@ __all__ = [
     "KLWeight",
     "NonFiniteLossError",
     "OtherProcessError",
+    "ParameterAverage",
     "PosteriorCollapseWarning",
     "RegressionPrediction",
+    "RunningStatisticsWarning",
     "TraceKL_ELBO",
     "TrainingInterrupted",
     "auxiliary_log_density",

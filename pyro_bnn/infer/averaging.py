@@ -15,7 +15,8 @@ and :math:`\\bar\\theta_t` is a weighted mean of the iterates at every ``t``.
 
 Only parameters are averaged.  Buffers, such as BatchNorm's running statistics, keep the last
 step's values, which describe the averaged network's activations only approximately (stochastic
-weight averaging recomputes them with one pass over the training data afterwards).
+weight averaging recomputes them with one pass over the training data afterwards);
+:func:`warn_if_running_statistics` says so when such a network is averaged.
 
 :class:`ParameterAverage` keeps the running sums; :func:`pyro_bnn.fit` and
 :func:`pyro_bnn.baselines.train_deterministic` take ``ema_decay=`` and leave the averaged
@@ -25,6 +26,7 @@ parameters in the model and guide when training ends.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -44,6 +46,35 @@ def check_ema_decay(decay, name: str = "ema_decay") -> float | None:
             "last 1,000 steps)"
         )
     return float(decay)
+
+
+class RunningStatisticsWarning(UserWarning):
+    """Temporal averaging of a network whose running statistics (BatchNorm's) are not averaged."""
+
+
+def warn_if_running_statistics(*modules, stacklevel: int = 3) -> None:
+    """Warn with :class:`RunningStatisticsWarning` when any of ``modules`` (objects that are not
+    ``nn.Module`` s are skipped) holds running statistics, such as a BatchNorm layer that tracks
+    them.  Temporal averaging leaves those buffers at the last step's values, which were
+    collected with the last step's parameters, not with the averaged ones."""
+    names = []
+    for module in modules:
+        if not isinstance(module, nn.Module):
+            continue
+        for name, child in module.named_modules():
+            if getattr(child, "running_mean", None) is not None and name not in names:
+                names.append(name or type(child).__name__)
+    if names:
+        shown = ", ".join(map(repr, names[:5])) + (
+            f" and {len(names) - 5} more" if len(names) > 5 else ""
+        )
+        warnings.warn(
+            f"ema_decay averages parameters only: the running statistics of {shown} keep the "
+            "last step's values, which were gathered with the last step's parameters; for a "
+            "deterministic network, recompute them with torch.optim.swa_utils.update_bn",
+            RunningStatisticsWarning,
+            stacklevel=stacklevel,
+        )
 
 
 class ParameterAverage:
@@ -142,4 +173,9 @@ class ParameterAverage:
             )
 
 
-__all__ = ["ParameterAverage", "check_ema_decay"]
+__all__ = [
+    "ParameterAverage",
+    "RunningStatisticsWarning",
+    "check_ema_decay",
+    "warn_if_running_statistics",
+]

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from pyro_bnn.util import all_finite
 
-from .averaging import ParameterAverage, check_ema_decay
+from .averaging import ParameterAverage, check_ema_decay, warn_if_running_statistics
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import (
     ConstantPredictor,
@@ -346,6 +346,8 @@ def fit(
     ema_decay = check_ema_decay(ema_decay)
     check_optimizer_argument(optimizer, scheduler)
     parallel = DataParallel.current()
+    if ema_decay is not None and (parallel is None or parallel.is_main):
+        warn_if_running_statistics(model, guide)
     if parallel is not None:
         data = parallel.shard(data, seed)
     if seed is not None:

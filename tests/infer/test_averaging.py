@@ -10,9 +10,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_bnn.baselines import train_deterministic
+from pyro_bnn.guides import AutoMeanFieldNormal
 from pyro_bnn.infer import TrainingInterrupted, fit, load_checkpoint
-from pyro_bnn.infer.averaging import ParameterAverage
+from pyro_bnn.infer.averaging import ParameterAverage, RunningStatisticsWarning
 from pyro_bnn.infer.fit import _parameters as _parameter_list
+from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood
 
 from .common import classification_problem
 from .test_fit import _Loader, _send_sigint
@@ -226,3 +228,28 @@ def test_ctrl_c_leaves_the_last_step_and_checkpoints_both(tmp_path, interruptibl
     assert any(
         not torch.equal(averaged[name], value.detach()) for name, value in guide.named_parameters()
     )
+
+
+def _batch_norm_network():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2)
+    )
+
+
+def test_averaging_a_network_with_running_statistics_says_they_are_not_averaged(recwarn):
+    x = torch.randn(32, 5, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
+    with pytest.warns(RunningStatisticsWarning, match="running statistics of '1' keep"):
+        train_deterministic(_batch_norm_network(), loader, epochs=1, ema_decay=0.9,
+                            progress=False)  # fmt: skip
+    model = BayesianNetwork(_batch_norm_network(), CategoricalLikelihood(32, 2), input_shape=(5,))
+    guide = AutoMeanFieldNormal(model)
+    with pytest.warns(RunningStatisticsWarning, match="update_bn"):
+        fit(model, guide, loader, epochs=1, ema_decay=0.9, progress=False)
+    # Without averaging, or without running statistics, nothing is said.
+    recwarn.clear()
+    train_deterministic(_batch_norm_network(), loader, epochs=1, progress=False)
+    model, guide, loader, _, _ = classification_problem()
+    fit(model, guide, loader, epochs=1, ema_decay=0.9, progress=False)
+    assert not [w for w in recwarn if issubclass(w.category, RunningStatisticsWarning)]
