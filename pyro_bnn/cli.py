@@ -1,4 +1,4 @@
-"""The ``pyro-bnn`` command: ``pyro-bnn train`` and ``pyro-bnn evaluate``.
+"""The ``pyro-bnn`` command: ``pyro-bnn train``, ``evaluate``, ``compress`` and ``diagnose``.
 
 ``pyro-bnn train`` trains a network on an image classification set with sparse variational
 dropout (log-uniform prior, mean-field Gaussian guide with local reparameterization, SVI), with
@@ -45,11 +45,11 @@ Bayesian methods data-parallel (:mod:`pyro_bnn.infer.distributed`): each process
 averaged; rank 0 evaluates and writes every file.  ``--pretrain-epochs`` runs whole in every
 process; the deterministic baseline is not split and is refused.
 
-``pyro-bnn evaluate`` loads the run saved in ``--output`` (``checkpoint.pt``, read with
-``weights_only=True``), rebuilds its network from the recorded options, evaluates it on the test
-set (error, NLL, ECE; pruned error and compression for the Bayesian methods) and prints the
-summary train prints.  It writes ``evaluation.json`` atomically and leaves ``metrics.json`` as
-it is.
+``pyro-bnn evaluate RUN_DIR`` loads the run saved in ``RUN_DIR`` (``checkpoint.pt``, read with
+``weights_only=True``; ``--output DIR``, as ``pyro-bnn train`` names it, is the same),
+rebuilds its network from the recorded options, evaluates it on the test set (error, NLL, ECE;
+pruned error and compression for the Bayesian methods) and prints the summary train prints.  It
+writes ``evaluation.json`` atomically and leaves ``metrics.json`` as it is.
 
 ``pyro-bnn compress RUN_DIR`` prunes a trained Bayesian run with its method's rule, follows the
 removed neurons and channels through the network, chooses each layer's bit precision from the
@@ -163,7 +163,7 @@ RESUME_MUST_MATCH = (
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
-_DOC_TRAIN, _DOC_EVALUATE = __doc__.split("\n\n", 1)[1].split("\n\n``pyro-bnn evaluate``")
+_DOC_TRAIN, _DOC_EVALUATE = __doc__.split("\n\n", 1)[1].split("\n\n``pyro-bnn evaluate RUN_DIR``")
 _DOC_EVALUATE, _DOC_COMPRESS = _DOC_EVALUATE.split("\n\n``pyro-bnn compress RUN_DIR``")
 _DOC_COMPRESS, _DOC_DIAGNOSE = _DOC_COMPRESS.split("\n\n``pyro-bnn diagnose RUN_DIR``")
 
@@ -291,17 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    evaluate = commands.add_parser(
+    evaluate = _run_directory_command(
+        commands,
         "evaluate",
-        help="evaluate a saved run on the test set, without training",
-        description="``pyro-bnn evaluate``" + _DOC_EVALUATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "evaluate a saved run on the test set, without training",
+        _DOC_EVALUATE,
+        required=False,
     )
-    evaluate.add_argument("--output", default="runs/latest", help="the run's directory")
+    evaluate.add_argument(
+        "--output", default=None, help="the run's directory, as RUN_DIR (default: runs/latest)"
+    )
     evaluate.add_argument(
         "--num-samples", type=int, default=None, help="posterior samples (default: the run's)"
     )
-    _add_saved_run_options(evaluate)
 
     compress = _run_directory_command(
         commands,
@@ -349,15 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_directory_command(commands, name: str, summary: str, doc: str):
-    """A subcommand ``pyro-bnn NAME RUN_DIR`` with the options of the commands on a saved run."""
+def _run_directory_command(commands, name: str, summary: str, doc: str, required: bool = True):
+    """A subcommand ``pyro-bnn NAME RUN_DIR`` with the options of the commands on a saved run
+    (``required=False``: ``RUN_DIR`` may be left out, for a command that also takes it as
+    ``--output``)."""
     parser = commands.add_parser(
         name,
         help=summary,
         description=f"``pyro-bnn {name} RUN_DIR``" + doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run", metavar="RUN_DIR", help="the directory of a trained run")
+    parser.add_argument(
+        "run",
+        metavar="RUN_DIR",
+        nargs=None if required else "?",
+        help="the directory of a trained run",
+    )
     _add_saved_run_options(parser)
     return parser
 
@@ -1059,6 +1068,11 @@ def evaluate(args) -> dict:
     ``evaluation.json``."""
     from pyro_bnn.baselines import predict_deterministic
 
+    if args.run is not None and args.output is not None and args.run != args.output:
+        raise ValueError(
+            f"RUN_DIR {args.run!r} and --output {args.output!r} name two runs; give one of them"
+        )
+    args.output = args.run or args.output or "runs/latest"
     payload, run, splits, net, threshold = _open_saved_run(args, args.output, ["num_samples"])
     x_test, y_test = splits.test.tensors
     path = os.path.join(args.output, CHECKPOINT)
@@ -1344,12 +1358,13 @@ def _print_compression(result: dict) -> None:
             else "posterior predictive error before: unknown (no metrics.json)"
         ),  # fmt: skip
         "exported network {:.2f}x faster than the original with the same graph rewrites, "
-        "{:.2f}x than the original as given (batch {}, {} threads, {} allocations; a fresh "
+        "{:.2f}x than the original as given (batch {}, {} thread{}, {} allocations; a fresh "
         "process's default allocator: {:.2f}x)".format(
             speed["speed_up"],
             speed["speed_up_over_as_given"],
             speed["batch"],
             speed["threads"],
+            "" if speed["threads"] == 1 else "s",
             speed["allocator"],
             speed["default_allocator"]["speed_up"],
         ),

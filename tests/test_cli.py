@@ -388,7 +388,10 @@ def test_overwrite_removes_the_old_runs_files_only(sparse_vd_run, tmp_path, caps
 def test_evaluate_a_sparse_vd_run(sparse_vd_run, tmp_path, capsys):
     output = copy_run(sparse_vd_run, tmp_path)
     before = contents(output)
-    assert main(["evaluate", "--output", output, "--num-samples", "20"]) == 0
+    # RUN_DIR, as compress and diagnose take it; two directories are refused first.
+    assert main(["evaluate", output, "--output", tmp_path / "other"]) == 2
+    assert "name two runs; give one of them" in capsys.readouterr().err
+    assert main(["evaluate", output, "--num-samples", "20"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "sparse-vd lenet-300-100 on digits, 2 epochs"
     assert out[1].startswith("test error ") and out[2].startswith("pruned (log alpha > 3): ")
