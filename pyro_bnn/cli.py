@@ -1300,7 +1300,7 @@ def _print_diagnostics(result: dict) -> None:
         for key, name in (("loo", "PSIS-LOO"), ("loo_draws_as_posterior", "uncorrected"))
     )
     lines = [
-        f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs; "
+        f"{_run_title(result)}; "
         f"{result['num_samples']} draws on {result['num_observations']} training examples",
         f"Pareto k-hat of the importance ratios {khat} (threshold "
         f"{result['khat_threshold']:.2f}): the guide {verdict} the posterior",
@@ -1330,7 +1330,7 @@ def _print_compression(result: dict) -> None:
     ratios, errors, speed = result["ratios"], result["errors"], result["speed"]
     before = result["error_before"]
     lines = [
-        f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs",
+        _run_title(result),
         f"architecture {result['original_architecture']} -> {result['architecture']}, "
         f"bits per layer {result['bits']}",
         "compression (error): pruning {:.1f} ({:.2f}%), fast prediction {:.1f} ({:.2f}%), "
@@ -1358,13 +1358,12 @@ def _print_compression(result: dict) -> None:
             else "posterior predictive error before: unknown (no metrics.json)"
         ),  # fmt: skip
         "exported network {:.2f}x faster than the original with the same graph rewrites, "
-        "{:.2f}x than the original as given (batch {}, {} thread{}, {} allocations; a fresh "
+        "{:.2f}x than the original as given (batch {}, {}, {} allocations; a fresh "
         "process's default allocator: {:.2f}x)".format(
             speed["speed_up"],
             speed["speed_up_over_as_given"],
             speed["batch"],
-            speed["threads"],
-            "" if speed["threads"] == 1 else "s",
+            _plural(speed["threads"], "thread"),
             speed["allocator"],
             speed["default_allocator"]["speed_up"],
         ),
@@ -1373,9 +1372,22 @@ def _print_compression(result: dict) -> None:
     print("\n".join(lines))
 
 
+def _plural(count: int, noun: str) -> str:
+    """``"1 epoch"``, ``"2 epochs"``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _run_title(result: dict) -> str:
+    """``"sparse-vd lenet-300-100 on digits, 10 epochs"``: the first line of every summary."""
+    return (
+        f"{result['method']} {result['arch']} on {result['data']}, "
+        f"{_plural(result['epochs'], 'epoch')}"
+    )
+
+
 def _print_summary(result: dict) -> None:
     test = result["test"]
-    first = f"{result['method']} {result['arch']} on {result['data']}, {result['epochs']} epochs"
+    first = _run_title(result)
     if "train_seconds" in result:
         first += f", {result['train_seconds']:.0f} s of training"
     if "interrupted" in result:

@@ -530,7 +530,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(
     # evaluate says what it looks at; then --resume restarts epoch 2 and finishes the run.
     assert main(["evaluate", "--output", output, "--num-samples", "2"]) == 0
     assert capsys.readouterr().out.startswith(
-        "sparse-vd lenet-300-100 on digits, 1 epochs (interrupted in epoch 2 after step 1)\n"
+        "sparse-vd lenet-300-100 on digits, 1 epoch (interrupted in epoch 2 after step 1)\n"
     )
     monkeypatch.undo()
     without_epochs = [arg for arg in QUICK if arg not in ("--epochs", "2")]  # the saved run's 2

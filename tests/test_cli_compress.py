@@ -128,7 +128,7 @@ def test_every_structured_method_trains_and_compresses(method, tmp_path):
     output = tmp_path / method
     code, out, err = run([*QUICK, "--epochs", "1", "--method", method, "--output", str(output)])
     assert code == 0, err
-    assert out.startswith(f"{method} lenet-300-100 on digits, 1 epochs")
+    assert out.startswith(f"{method} lenet-300-100 on digits, 1 epoch")
     code, out, err = run(["compress", str(output), "--speed-repeats", "1", "--speed-batch", "8"])
     assert code == 0, err
     assert (output / "compressed.pt2").exists()

@@ -40,7 +40,7 @@ def test_fnp_plus_on_the_digits(tmp_path):
                  "8", "--num-samples", "5", "--quiet", "--output", str(output)]  # fmt: skip
     code, out, err = run(arguments)
     assert code == 0, err
-    assert out.startswith("fnp+ lenet-300-100 on digits, 1 epochs")
+    assert out.startswith("fnp+ lenet-300-100 on digits, 1 epoch")
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["reference_size"] == 30 and 0 <= metrics["test"]["error"] <= 1
 

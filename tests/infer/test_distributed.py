@@ -443,7 +443,7 @@ def test_pyro_bnn_train_under_torchrun(tmp_path):
     )  # fmt: skip
     output = tmp_path / "run"
     # Rank 0 alone prints, warns and writes.
-    assert stdout.count("sparse-vd lenet-300-100 on digits, 1 epochs") == 1, stdout
+    assert stdout.count("sparse-vd lenet-300-100 on digits, 1 epoch") == 1, stdout
     assert stderr.count("shorter than the KL warm-up") == 1, stderr
     assert sorted(p.name for p in output.iterdir()) == [
         "checkpoint.pt",
