@@ -27,27 +27,45 @@ def lenet_300_100(in_features: int = 784, num_classes: int = 10) -> nn.Sequentia
 
 
 def lenet5_caffe(
-    in_channels: int = 1, image_size: int = 28, num_classes: int = 10
+    in_channels: int = 1,
+    image_size: int = 28,
+    num_classes: int = 10,
+    *,
+    widths: tuple[int, int, int] = (20, 50, 500),
 ) -> nn.Sequential:
     """LeNet-5-Caffe: ``conv(20, 5x5) - maxpool - conv(50, 5x5) - maxpool - fc(500) - fc(classes)``
-    with ReLUs (the 20-50-800-500 network of the papers: 800 = 50 x 4 x 4 for 28x28 inputs)."""
+    with ReLUs (the 20-50-800-500 network of the papers: 800 = 50 x 4 x 4 for 28x28 inputs).
+
+    :param widths: the filters of the two convolutions and the hidden units of ``fc1``; a
+        narrower network has the architecture a structured method pruned the original to (less
+        the inputs of ``fc1`` it removed), to train from scratch for comparison.
+    """
     side = ((image_size - 4) // 2 - 4) // 2
     if side < 1:
         raise ValueError(
             f"LeNet-5-Caffe needs images of at least 16x16 pixels, got {image_size}x{image_size}"
         )
+    widths = tuple(widths)
+    if len(widths) != 3 or not all(
+        isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+    ):
+        raise ValueError(
+            f"widths must be three positive integers (conv1 filters, conv2 filters, fc1 units), "
+            f"got {widths}"
+        )
+    filters1, filters2, hidden = widths
     return nn.Sequential(
         OrderedDict(
-            conv1=nn.Conv2d(in_channels, 20, 5),
+            conv1=nn.Conv2d(in_channels, filters1, 5),
             relu1=nn.ReLU(),
             pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(20, 50, 5),
+            conv2=nn.Conv2d(filters1, filters2, 5),
             relu2=nn.ReLU(),
             pool2=nn.MaxPool2d(2),
             flatten=nn.Flatten(),
-            fc1=nn.Linear(50 * side * side, 500),
+            fc1=nn.Linear(filters2 * side * side, hidden),
             relu3=nn.ReLU(),
-            fc2=nn.Linear(500, num_classes),
+            fc2=nn.Linear(hidden, num_classes),
         )
     )
 

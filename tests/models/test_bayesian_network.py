@@ -299,6 +299,16 @@ def test_lenet5_caffe():
     assert shapes["fc2.weight"] == (10, 500)
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert lenet5_caffe(3, 16, 4)(torch.randn(2, 3, 16, 16)).shape == (2, 4)
+    narrow = lenet5_caffe(widths=(9, 22, 66))
+    shapes = {name: tuple(p.shape) for name, p in narrow.named_parameters()}
+    assert shapes["conv2.weight"] == (22, 9, 5, 5) and shapes["fc1.weight"] == (66, 22 * 16)
+    assert narrow(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("widths", [(20, 50), (20, 0, 500), (20, 50, 2.5), (True, 50, 500)])
+def test_lenet5_caffe_bad_widths_raise(widths):
+    with pytest.raises(ValueError, match="three positive integers"):
+        lenet5_caffe(widths=widths)
 
 
 @pytest.mark.parametrize("image_size", [8, 12, 14])
