@@ -4,7 +4,10 @@ import json
 
 import pytest
 
-from .test_cli_compress import run
+from .test_cli_compress import (
+    pytestmark,  # noqa: F401  (the timing warnings' filters)
+    run,
+)
 
 
 @pytest.fixture(scope="module")
