@@ -31,7 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pyro_bnn.baselines import predict_deterministic, train_deterministic
+from pyro_bnn.cli import _plural, _scheduler  # pyro-bnn train's schedule, its summaries' wording
 from pyro_bnn.data import load_dataset
+from pyro_bnn.metrics import classification_report
 from pyro_bnn.models import lenet5_caffe
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
@@ -60,16 +62,11 @@ def pruned_lenet5_caffe(
     net = lenet5_caffe(input_shape[0], input_shape[-1], num_classes, widths=widths)
     if fc1_inputs is None:
         return net
-    layers = OrderedDict(net.named_children())
-    generator = torch.Generator().manual_seed(seed)
-    subset = InputSubset(layers["fc1"].in_features, fc1_inputs, generator)
-    layers["fc1"] = nn.Linear(fc1_inputs, widths[2])
-    ordered = OrderedDict()
-    for name, layer in layers.items():
-        if name == "fc1":
-            ordered["fc1_inputs"] = subset
-        ordered[name] = layer
-    return nn.Sequential(ordered)
+    layers = list(net.named_children())
+    at = [name for name, _ in layers].index("fc1")
+    subset = InputSubset(net.fc1.in_features, fc1_inputs, torch.Generator().manual_seed(seed))
+    layers[at : at + 1] = [("fc1_inputs", subset), ("fc1", nn.Linear(fc1_inputs, widths[2]))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,18 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     train_deterministic(
         net, loader, epochs=epochs, lr=options.lr, seed=options.seed,
         weight_decay=options.weight_decay / len(train_set),
-        scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: 1.0 - epoch / epochs
-        ),
-        progress=False,
+        scheduler=_scheduler("linear", epochs), progress=False,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     x_test, y_test = splits.test.tensors
-    error = (predict_deterministic(net, x_test).argmax(-1) != y_test).double().mean().item()
+    error = classification_report(predict_deterministic(net, x_test), y_test)["error"]
     kept = options.fc1_inputs or "all"
     architecture = "-".join(map(str, (widths[0], widths[1], kept, widths[2])))
-    budget = f"{epochs} epoch" + ("s" if epochs != 1 else "")
-    print(f"LeNet-5-Caffe {architecture} from scratch ({weights} weights, {budget}, "
+    print(f"LeNet-5-Caffe {architecture} from scratch ({weights} weights, "
+          f"{_plural(epochs, 'epoch')}, "
           f"L2 {options.weight_decay:g}): test error {100 * error:.2f}%")  # fmt: skip
     record = {
         "benchmark": "pruned_from_scratch",

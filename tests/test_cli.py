@@ -391,6 +391,7 @@ def test_evaluate_a_sparse_vd_run(sparse_vd_run, tmp_path, capsys):
     # RUN_DIR, as compress and diagnose take it; two directories are refused first.
     assert main(["evaluate", output, "--output", tmp_path / "other"]) == 2
     assert "name two runs; give one of them" in capsys.readouterr().err
+    assert contents(output) == before
     assert main(["evaluate", output, "--num-samples", "20"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "sparse-vd lenet-300-100 on digits, 2 epochs"

@@ -57,13 +57,13 @@ def warn_if_running_statistics(*modules, stacklevel: int = 3) -> None:
     ``nn.Module`` s are skipped) holds running statistics, such as a BatchNorm layer that tracks
     them.  Temporal averaging leaves those buffers at the last step's values, which were
     collected with the last step's parameters, not with the averaged ones."""
-    names = []
+    found = {}  # by identity: a layer the guide also holds is named once
     for module in modules:
-        if not isinstance(module, nn.Module):
-            continue
-        for name, child in module.named_modules():
-            if getattr(child, "running_mean", None) is not None and name not in names:
-                names.append(name or type(child).__name__)
+        if isinstance(module, nn.Module):
+            for name, child in module.named_modules():
+                if getattr(child, "running_mean", None) is not None:
+                    found.setdefault(id(child), name or type(child).__name__)
+    names = list(found.values())
     if names:
         shown = ", ".join(map(repr, names[:5])) + (
             f" and {len(names) - 5} more" if len(names) > 5 else ""
