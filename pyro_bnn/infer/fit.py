@@ -188,6 +188,24 @@ def check_batch(model: Callable, args: tuple) -> None:
             raise ValueError(f"the {name} contain NaN or infinite values")
 
 
+def gradients_finite(gradients: list[torch.Tensor]) -> bool:
+    """Whether every entry of every gradient is finite: the sum of the tensors' norms is finite
+    exactly when they all are (a norm is never negative, and NaN and inf propagate).
+
+    One norm per tensor in a single ``_foreach_norm`` kernel and one read, without
+    ``get_total_norm``'s grouping by device and dtype, which costs more than the norms
+    themselves on a small network (a tenth of a millisecond a step).
+    """
+    if not gradients:
+        return True
+    try:
+        # Summed in float32: half-precision norms would overflow at 65504.
+        total = torch.stack(torch._foreach_norm(gradients)).float().sum()
+    except RuntimeError:  # gradients on several devices: the general path
+        total = torch.nn.utils.get_total_norm(gradients)
+    return math.isfinite(total.item())
+
+
 def default_optimizer(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
     """Adam, fused where the parameters' device and dtype allow it.
 
@@ -629,8 +647,12 @@ class _Training:
             if not math.isfinite(loss):
                 _stop(optimizer, f"the loss became {loss}", epoch, step, "a KL warm-up, max_scale")
             with_grad = [p for p in parameters if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
-            if not torch.isfinite(norm):
+            if self.max_grad_norm is None:
+                finite = gradients_finite([p.grad for p in with_grad])
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+                finite = bool(torch.isfinite(norm))
+            if not finite:
                 _stop(optimizer, "the gradient became non-finite", epoch, step, "max_grad_norm")
             if self.max_grad_norm is not None:
                 # It takes the parameters and scales their .grad (given the gradients themselves,

@@ -23,6 +23,7 @@ from pyro_bnn.infer import (
     load_checkpoint,
 )
 from pyro_bnn.infer.collapse import MIN_STEPS, ConstantPredictor, collapse_symptoms
+from pyro_bnn.infer.fit import gradients_finite
 from pyro_bnn.models import (
     BayesianNetwork,
     CategoricalLikelihood,
@@ -186,6 +187,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(validate, kind):
     state = parameters(model2, guide2)
     assert all(torch.equal(v, state[k]) for k, v in expected.items())
     assert all(p.grad is None for p in [*model2.parameters(), *guide2.parameters()])
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_non_finite_gradient_of_a_finite_loss_stops_before_the_step(max_grad_norm):
+    model, guide, _, x, y = classification_problem()
+    fit(model, guide, [(x[:32], y[:32])], epochs=1, lr=0.01, progress=False)
+    before = parameters(model, guide)
+    # The loss stays finite; one entry of one gradient becomes NaN, as a where() over a
+    # branch with an undefined derivative makes it.
+    poisoned = next(p for p in guide.parameters() if p.dim() == 2)
+    poisoned.register_hook(lambda grad: grad.index_fill(0, torch.tensor([0]), math.nan))
+    with pytest.raises(NonFiniteLossError, match="the gradient became non-finite at epoch 1"):
+        fit(model, guide, [(x[:32], y[:32])], epochs=1, lr=0.01, max_grad_norm=max_grad_norm,
+            progress=False)  # fmt: skip
+    assert all(torch.equal(v, parameters(model, guide)[k]) for k, v in before.items())
+
+
+def test_gradients_finite_on_every_kind_of_gradient_list():
+    grads = [torch.randn(3, 4), torch.randn(4, dtype=torch.float64), torch.randn(2).half()]
+    assert gradients_finite(grads) and gradients_finite([])
+    # Large finite half-precision gradients: their norms' sum would overflow in half precision.
+    assert gradients_finite([torch.full((3,), 1000.0).half()] * 100)
+    for bad in (math.nan, math.inf, -math.inf):
+        assert not gradients_finite([*grads, torch.tensor([0.0, bad])])
 
 
 @pytest.mark.parametrize(
