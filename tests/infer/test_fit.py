@@ -188,6 +188,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(validate, kind):
     assert all(torch.equal(v, state[k]) for k, v in expected.items())
     assert all(p.grad is None for p in [*model2.parameters(), *guide2.parameters()])
 
+
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
 def test_non_finite_gradient_of_a_finite_loss_stops_before_the_step(max_grad_norm):
     model, guide, _, x, y = classification_problem()
