@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import pyro
@@ -39,6 +40,9 @@ from pyro_bnn.infer import TraceKL_ELBO, fit
 from pyro_bnn.infer.fit import default_optimizer
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet_300_100
 from pyro_bnn.ops import sampled_linear
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
+import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -150,6 +154,9 @@ def compare(splits, batch_size: int, epochs: int, adam) -> dict:
         record = fit(model, guide, loader, epochs=1, optimizer=svi_optimizer, progress=False)[0]
         svi_times.append(record.seconds)
     plain, floor, svi = (statistics.median(t) for t in (plain_times, eager_times, svi_times))
+    # Each SVI epoch over the floor epoch just before it: the machine's slow and fast spells
+    # then fall on both sides of a ratio.
+    paired = [s / e for s, e in zip(svi_times, eager_times, strict=True)]
     return {
         "batch_size": batch_size,
         "steps_per_epoch": len(loader),
@@ -159,6 +166,8 @@ def compare(splits, batch_size: int, epochs: int, adam) -> dict:
         "ratio_svi_over_plain": svi / plain,
         "ratio_eager_over_plain": floor / plain,
         "ratio_svi_over_eager": svi / floor,
+        "ratio_svi_over_eager_paired_median": statistics.median(paired),
+        "ratio_svi_over_eager_paired_range": [min(paired), max(paired)],
         "plain_step_ms": 1000 * plain / len(loader),
         "svi_step_phases_ms": phases(model, guide, svi_optimizer, loader, steps=50),
     }
@@ -173,6 +182,7 @@ def main() -> None:
         "--unfused-adam", action="store_true", help="plain torch.optim.Adam for all"
     )
     options = parser.parse_args()
+    run = provenance.run("training_cost.py", None, options.threads)
     torch.set_num_threads(options.threads)
     pyro.set_rng_seed(0)
     splits = load_dataset("fashion-mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist")
@@ -187,9 +197,8 @@ def main() -> None:
     for batch_size in options.batch_size:
         result = {
             "benchmark": "training_cost",
-            "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {options.threads} torch threads, "
-            f"torch {torch.__version__}, pyro {pyro.__version__}",
+            **run,
+            "pyro": pyro.__version__,
             "data": splits.name,
             "fused_adam": not options.unfused_adam,
             **compare(splits, batch_size, options.epochs, adam),
