@@ -41,10 +41,9 @@ from pyro_bnn.infer.fit import default_optimizer
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet_300_100
 from pyro_bnn.ops import sampled_linear
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
-import provenance  # noqa: E402
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # the benchmarks' own helpers
+import provenance  # noqa: E402
 
 
 def plain_epoch(net, optimizer, loader) -> float:
@@ -204,8 +203,7 @@ def main() -> None:
             **compare(splits, batch_size, options.epochs, adam),
         }
         print(json.dumps(result, indent=2))
-        with open(os.path.join(HERE, "results.jsonl"), "a") as file:
-            file.write(json.dumps(result) + "\n")
+        provenance.append_record(result, output=None, smoke=False)
 
 
 if __name__ == "__main__":

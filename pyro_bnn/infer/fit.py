@@ -198,12 +198,10 @@ def gradients_finite(gradients: list[torch.Tensor]) -> bool:
     """
     if not gradients:
         return True
-    try:
-        # Summed in float32: half-precision norms would overflow at 65504.
-        total = torch.stack(torch._foreach_norm(gradients)).float().sum()
-    except RuntimeError:  # gradients on several devices: the general path
-        total = torch.nn.utils.get_total_norm(gradients)
-    return math.isfinite(total.item())
+    if len({gradient.device for gradient in gradients}) > 1:  # norms to gather across devices
+        return math.isfinite(torch.nn.utils.get_total_norm(gradients).item())
+    # Summed in float32: half-precision norms would overflow at 65504.
+    return math.isfinite(torch.stack(torch._foreach_norm(gradients)).float().sum().item())
 
 
 def default_optimizer(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
