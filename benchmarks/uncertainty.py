@@ -60,7 +60,8 @@ The methods (one function and one entry of :data:`METHODS` each; a function trai
   ``--mean-field-sampling weights`` draws one weight sample per step shared by the batch, the
   paper's estimator, and ``--mean-field-prior scale_mixture`` takes the paper's prior;
 - ``matrix-normal``: :class:`~pyro_bnn.guides.AutoSiteGuide` with the matrix-normal family on
-  every weight;
+  every weight, uncapped unless ``--matrix-normal-max-scale`` caps its entries' standard
+  deviations as the flow's are;
 - ``flow``: the same with the multiplicative-normalizing-flow family (flows of length 2 with
   50 and 100 hidden units, ``log sigma^2`` starting at -9 where the thesis draws it from
   ``N(-9, 0.001)``, ``q(z_0) = N(1, 0.1)``) and the thesis's cap of 0.5 on the conditional
@@ -198,6 +199,8 @@ class Settings:
     dropout: float = 0.5
     ensemble_size: int = 5
     flow_max_scale: float = 0.5  # the thesis's cap on sigma for MNIST
+    #: The same kind of cap on the matrix normal's entries (None: none, the default).
+    matrix_normal_max_scale: float | None = None
     mean_field_prior: str = "normal"  # or "scale_mixture", Blundell et al.'s
     #: "local" (local reparameterization) or "weights" (one weight sample per step).
     mean_field_sampling: str = "local"
@@ -423,9 +426,14 @@ def matrix_normal(experiment: Experiment, settings: Settings) -> Trained:
     pyro.set_rng_seed(method_seed("matrix-normal", settings))
     model = _site_guide_model(experiment)
     guide = AutoSiteGuide(
-        model, families={"net.*.weight": "matrix_normal"}, pretrained=model.initial_values
+        model,
+        families={"net.*.weight": "matrix_normal"},
+        pretrained=model.initial_values,
+        max_scale=settings.matrix_normal_max_scale,
     )
-    return _variational("matrix-normal", model, guide, experiment, settings)
+    trained = _variational("matrix-normal", model, guide, experiment, settings)
+    trained.details["max_scale"] = settings.matrix_normal_max_scale
+    return trained
 
 
 def flow(experiment: Experiment, settings: Settings) -> Trained:
@@ -980,6 +988,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="local reparameterization, or one weight sample per step (Blundell et al.)",
     )
     parser.add_argument(
+        "--matrix-normal-max-scale",
+        type=float,
+        default=defaults.matrix_normal_max_scale,
+        help="cap on the matrix normal's entry standard deviations, as the flow's (default none)",
+    )
+    parser.add_argument(
         "--reference-size",
         type=int,
         default=None,
@@ -1036,6 +1050,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if not options.lr > 0:
         parser.error("--lr must be positive")
+    if options.matrix_normal_max_scale is not None and not options.matrix_normal_max_scale > 0:
+        parser.error("--matrix-normal-max-scale must be positive")
     if options.weight_decay is not None and not options.weight_decay >= 0:
         parser.error("--weight-decay must be non-negative")
     if not fashion_mnist_available(options.data_root):
@@ -1061,6 +1077,7 @@ def main(argv: list[str] | None = None) -> None:
         ensemble_size=options.ensemble_size,
         mean_field_prior=options.mean_field_prior,
         mean_field_sampling=options.mean_field_sampling,
+        matrix_normal_max_scale=options.matrix_normal_max_scale,
         reference_size=options.reference_size,
         seed=options.seed,
     )

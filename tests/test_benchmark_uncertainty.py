@@ -208,3 +208,19 @@ def test_missing_data_is_reported_clearly(tmp_path, capsys):
         uncertainty.main(["--smoke", "--data-root", str(tmp_path)])
     assert raised.value.code == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_matrix_normal_cap_reaches_the_guide(tmp_path, write_mnist_files, capsys):
+    root = write_mnist_files(tmp_path / "fashion", num_images=40)
+    output = tmp_path / "results.jsonl"
+    arguments = ["--smoke", "--data-root", str(root), "--num-train", "20", "--num-validation",
+                 "0", "--num-test", "10", "--num-ood", "4", "--num-samples", "2", "--output",
+                 str(output), "--methods", "matrix-normal"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        uncertainty.main([*arguments, "--matrix-normal-max-scale", "0"])
+    assert "--matrix-normal-max-scale must be positive" in capsys.readouterr().err
+    assert not output.exists()
+    uncertainty.main([*arguments, "--matrix-normal-max-scale", "0.5"])
+    (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert record["details"]["max_scale"] == 0.5
+    assert record["settings"]["matrix_normal_max_scale"] == 0.5
