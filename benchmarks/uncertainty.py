@@ -421,34 +421,34 @@ def _site_guide_model(experiment: Experiment) -> BayesianNetwork:
     )
 
 
-def matrix_normal(experiment: Experiment, settings: Settings) -> Trained:
-    """A matrix-normal guide on every weight (diagonal row and column covariances)."""
-    pyro.set_rng_seed(method_seed("matrix-normal", settings))
+def _site_guided(
+    name: str, family: str, max_scale: float | None, experiment: Experiment, settings: Settings
+) -> Trained:
+    """The shared model with ``family`` on every weight, its standard deviations capped at
+    ``max_scale`` (``None``: uncapped)."""
+    pyro.set_rng_seed(method_seed(name, settings))
     model = _site_guide_model(experiment)
     guide = AutoSiteGuide(
         model,
-        families={"net.*.weight": "matrix_normal"},
+        families={"net.*.weight": family},
         pretrained=model.initial_values,
-        max_scale=settings.matrix_normal_max_scale,
+        max_scale=max_scale,
     )
-    trained = _variational("matrix-normal", model, guide, experiment, settings)
-    trained.details["max_scale"] = settings.matrix_normal_max_scale
+    trained = _variational(name, model, guide, experiment, settings)
+    trained.details["max_scale"] = max_scale
     return trained
+
+
+def matrix_normal(experiment: Experiment, settings: Settings) -> Trained:
+    """A matrix-normal guide on every weight (diagonal row and column covariances)."""
+    return _site_guided("matrix-normal", "matrix_normal", settings.matrix_normal_max_scale,
+                        experiment, settings)  # fmt: skip
 
 
 def flow(experiment: Experiment, settings: Settings) -> Trained:
     """Multiplicative normalizing flows on every weight, sigma capped as in the thesis."""
-    pyro.set_rng_seed(method_seed("flow", settings))
-    model = _site_guide_model(experiment)
-    guide = AutoSiteGuide(
-        model,
-        families={"net.*.weight": "multiplicative_flow"},
-        pretrained=model.initial_values,
-        max_scale=settings.flow_max_scale,
-    )
-    trained = _variational("flow", model, guide, experiment, settings)
-    trained.details["max_scale"] = settings.flow_max_scale
-    return trained
+    return _site_guided("flow", "multiplicative_flow", settings.flow_max_scale, experiment,
+                        settings)  # fmt: skip
 
 
 def fnp_torso(num_classes: int) -> nn.Sequential:
