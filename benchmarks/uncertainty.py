@@ -441,14 +441,14 @@ def _site_guided(
 
 def matrix_normal(experiment: Experiment, settings: Settings) -> Trained:
     """A matrix-normal guide on every weight (diagonal row and column covariances)."""
-    return _site_guided("matrix-normal", "matrix_normal", settings.matrix_normal_max_scale,
-                        experiment, settings)  # fmt: skip
+    cap = settings.matrix_normal_max_scale
+    return _site_guided("matrix-normal", "matrix_normal", cap, experiment, settings)
 
 
 def flow(experiment: Experiment, settings: Settings) -> Trained:
     """Multiplicative normalizing flows on every weight, sigma capped as in the thesis."""
-    return _site_guided("flow", "multiplicative_flow", settings.flow_max_scale, experiment,
-                        settings)  # fmt: skip
+    cap = settings.flow_max_scale
+    return _site_guided("flow", "multiplicative_flow", cap, experiment, settings)
 
 
 def fnp_torso(num_classes: int) -> nn.Sequential:
