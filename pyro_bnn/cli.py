@@ -59,10 +59,16 @@ maximum compression = K-means weight sharing), the test error before and after, 
 of the exported network over the original on this CPU (measured side by side in a fresh process,
 with memory reused between passes; ``speed.default_allocator`` has the figures of the default
 allocator, see :mod:`pyro_bnn.compression.timing`).
+``--choose-threshold T [T ...]`` chooses the pruning threshold among the candidates on the
+training images the run did not train on (``pyro-bnn train --train-subset N`` trains on the
+first N and leaves the rest out) by the one-standard-error rule: the candidate that keeps the
+fewest weights among those whose held-out error lies within one binomial standard error of the
+lowest (:func:`pyro_bnn.compression.choose_threshold`); ``threshold_choice`` records every
+candidate.
 ``--codebook-epochs N`` trains the shared values of maximum compression for N passes over the
-training set, the learning rate decayed linearly from 1e-3 (Deep Compression's centre training:
-the assignments and the storage stay, the error comes down); ``errors`` then also has the
-untrained ``maximum_compression_kmeans``.  It writes ``compression.json`` and
+images the run trained on, the learning rate decayed linearly from 1e-3 (Deep Compression's
+centre training: the assignments and the storage stay, the error comes down); ``errors`` then
+also has the untrained ``maximum_compression_kmeans``.  It writes ``compression.json`` and
 ``compressed.pt2``, the exported network as a ``torch.export`` program,
 which ``torch.export.load("compressed.pt2").module()`` runs without Pyro or pyro-bnn.
 
@@ -316,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument(
         "--speed-repeats", type=int, default=20, help="timed forward passes of each network"
+    )
+    compress.add_argument(
+        "--choose-threshold",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="choose the threshold among the candidates T on the training images the run left "
+        "out (pyro-bnn train --train-subset N trains on the first N) by the one-standard-error "
+        "rule: the candidate that keeps the fewest weights among those whose held-out error is "
+        "within one standard error of the lowest; instead of --threshold",
     )
     compress.add_argument(
         "--codebook-epochs",
@@ -1188,21 +1205,39 @@ def compress(args) -> dict:
     """Run ``pyro-bnn compress`` with parsed arguments; returns what it wrote to
     ``compression.json``."""
     import pyro
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, TensorDataset
 
     from pyro_bnn import metrics as quality
     from pyro_bnn.baselines import predict_deterministic
-    from pyro_bnn.compression import SCENARIOS, save_exported, speed_up
+    from pyro_bnn.compression import SCENARIOS, choose_threshold, save_exported, speed_up
     from pyro_bnn.compression import compress as compress_network
 
     if args.codebook_epochs < 0:
         raise ValueError(f"--codebook-epochs must be at least 0, got {args.codebook_epochs}")
+    candidates = args.choose_threshold
+    if candidates is not None and args.threshold is not None:
+        raise ValueError("give --threshold or --choose-threshold, not both")
+    if candidates is not None and not all(map(math.isfinite, candidates)):
+        raise ValueError(f"--choose-threshold takes finite thresholds, got {candidates}")
     _, run, splits, net, threshold = _open_saved_run(
         args, args.run, ["speed_batch", "speed_repeats"], bayesian="prune by"
     )
     x_test, y_test = splits.test.tensors
+    # The images the run trained on: the first num_train (pyro-bnn train --train-subset).
+    num_train = run.get("num_train", len(splits.train))
+    trained_on = TensorDataset(*(tensor[:num_train] for tensor in splits.train.tensors))
+    if candidates is not None and num_train >= len(splits.train):
+        raise ValueError(
+            f"--choose-threshold needs training images the run did not train on, and it trained "
+            f"on all {len(splits.train)}: train with --train-subset N to leave the rest out"
+        )
+    choice = None
     with pyro.get_param_store().scope():
         model, guide, state = _load_bayesian(os.path.join(args.run, CHECKPOINT), run, splits, net)
+        if candidates is not None:
+            held_out = (tensor[num_train:] for tensor in splits.train.tensors)
+            choice = choose_threshold(model, guide, candidates, *held_out)
+            threshold = choice.threshold
         compressed = compress_network(model, guide, thresholds=threshold)
 
     def error(scenario: str) -> float:
@@ -1212,7 +1247,7 @@ def compress(args) -> dict:
     errors = {scenario: error(scenario) for scenario in SCENARIOS}
     if args.codebook_epochs:
         errors["maximum_compression_kmeans"] = errors["maximum_compression"]
-        loader = DataLoader(splits.train, batch_size=CODEBOOK_BATCH_SIZE, shuffle=True)
+        loader = DataLoader(trained_on, batch_size=CODEBOOK_BATCH_SIZE, shuffle=True)
         compressed.train_codebooks(
             loader,
             epochs=args.codebook_epochs,
@@ -1236,6 +1271,7 @@ def compress(args) -> dict:
         **_describe(args, run, splits),
         "epochs": state["epoch"],
         "threshold": threshold,
+        **({} if choice is None else {"threshold_choice": choice.as_dict()}),
         "error_before": _run_error(args.run),
         "errors": errors,
         **compressed.as_dict(),
@@ -1327,6 +1363,8 @@ def _run_error(directory: str) -> float | None:
 
 
 def _print_compression(result: dict) -> None:
+    from pyro_bnn.compression import ThresholdChoice
+
     ratios, errors, speed = result["ratios"], result["errors"], result["speed"]
     before = result["error_before"]
     lines = [
@@ -1346,10 +1384,15 @@ def _print_compression(result: dict) -> None:
             [
                 f"maximum compression with K-means centres: "
                 f"{100 * errors['maximum_compression_kmeans']:.2f}%, after "
-                f"{result['codebook_epochs']} epochs of centre training: "
+                f"{_plural(result['codebook_epochs'], 'epoch')} of centre training: "
                 f"{100 * errors['maximum_compression']:.2f}%"
             ]
             if "maximum_compression_kmeans" in errors
+            else []
+        ),
+        *(
+            [str(ThresholdChoice.from_dict(result["threshold_choice"]))]
+            if "threshold_choice" in result
             else []
         ),
         (

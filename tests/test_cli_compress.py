@@ -111,8 +111,10 @@ def test_compress_trains_the_codebooks_on_request(l0_run, monkeypatch):
     histories = []
     train = CompressedNetwork.train_codebooks
 
-    def recorded(self, *args, **kwargs):
-        histories.append(train(self, *args, **kwargs))
+    def recorded(self, data, *args, **kwargs):
+        # Only the images the run trained on (--train-subset 256), not the held-out rest.
+        assert len(data.dataset) == 256
+        histories.append(train(self, data, *args, **kwargs))
         return histories[-1]
 
     monkeypatch.setattr(CompressedNetwork, "train_codebooks", recorded)
@@ -174,3 +176,34 @@ def test_compress_refuses_bad_input(l0_run, tmp_path):
     code, _, err = run(["compress", str(output), "--codebook-epochs", "-1"])
     assert code == 2 and "--codebook-epochs must be at least 0" in err
     assert saved() == after
+
+
+def test_compress_chooses_the_threshold_on_the_held_out_images(l0_run):
+    output, _ = l0_run
+    code, out, err = run(["compress", str(output), "--choose-threshold", "0", "0.5", "0.9",
+                          "--speed-repeats", "1", "--speed-batch", "8"])  # fmt: skip
+    assert code == 0, err
+    result = json.loads((output / "compression.json").read_text())
+    choice = result["threshold_choice"]
+    # The run trained on the first 256 of the digits' 1348 training images; the rest decide.
+    assert choice["num_held_out"] == 1348 - 256 and choice["rule"] == "one standard error"
+    assert [row["threshold"] for row in choice["candidates"]] == [0.0, 0.5, 0.9]
+    assert result["threshold"] == choice["threshold"] in (0.0, 0.5, 0.9)
+    assert f"threshold {choice['threshold']:g} chosen on 1092 held-out examples" in out
+
+
+def test_compress_refuses_a_threshold_choice_without_held_out_images(l0_run, tmp_path):
+    output, _ = l0_run
+    code, _, err = run(["compress", str(output), "--choose-threshold", "0.5", "--threshold", "0"])
+    assert code == 2 and "--threshold or --choose-threshold, not both" in err
+    code, _, err = run(["compress", str(output), "--choose-threshold", "0.5", "nan"])
+    assert code == 2 and "--choose-threshold takes finite thresholds" in err
+    everything = tmp_path / "all"
+    arguments = [*QUICK, "--epochs", "1", "--output", str(everything)]
+    arguments.remove("--train-subset")
+    arguments.remove("256")
+    code, _, err = run(arguments)
+    assert code == 0, err
+    code, _, err = run(["compress", str(everything), "--choose-threshold", "2", "3"])
+    assert code == 2 and "it trained on all 1348: train with --train-subset N" in err
+    assert not (everything / "compression.json").exists()

@@ -17,6 +17,12 @@ from .precision import (
     unit_round_off,
 )
 from .rules import layer_name, layer_posteriors, magnitude_masks, signal_to_noise_masks
+from .selection import (
+    ThresholdCandidate,
+    ThresholdChoice,
+    choose_threshold,
+    one_standard_error_index,
+)
 from .sparse_vd import (
     DEFAULT_LOG_ALPHA_THRESHOLD,
     CompressionReport,
@@ -42,9 +48,12 @@ __all__ = [
     "LayerPrecision",
     "LayerSparsity",
     "PointGuide",
+    "ThresholdCandidate",
+    "ThresholdChoice",
     "UnitMasks",
     "WindowMax2d",
     "cascade",
+    "choose_threshold",
     "compress",
     "compression_ratios",
     "compression_report",
@@ -58,6 +67,7 @@ __all__ = [
     "layer_precision",
     "magnitude_masks",
     "masked_network",
+    "one_standard_error_index",
     "optimize_for_inference",
     "prune",
     "pruned_posterior_mean",
