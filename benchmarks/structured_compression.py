@@ -16,11 +16,15 @@ architecture to ``benchmarks/results.jsonl``.
 
 ``--codebook-epochs N`` trains the maximum-compression codebooks for N epochs (Deep
 Compression's centre training); the table then shows that error and the K-means one.
-``--l0-penalty`` passes L0's lambda on (``LAYER=LAMBDA``, repeatable: the thesis's "lambda
-sep." runs), ``--l0-init-drop-rate`` the gates' starting dropout rate.  Long runs can train in
-separate processes (``pyro-bnn train`` with the command this script would run, into
-``OUTPUT/ARCH/METHOD``); ``--reuse-baseline --reuse-runs`` then compresses and reports them
-without training again, after checking that each was trained with this script's options.
+``--train-subset N`` trains every network on the first N training images, and
+``--choose-threshold T [T ...]`` then has ``pyro-bnn compress`` choose each Bayesian run's
+pruning threshold among the candidates on the images left out (the one-standard-error rule);
+the test set decides nothing.  ``--l0-penalty`` passes L0's lambda on (``LAYER=LAMBDA``,
+repeatable: the thesis's "lambda sep." runs), ``--l0-init-drop-rate`` the gates' starting
+dropout rate.  Long runs can train in separate processes (``pyro-bnn train`` with the command
+this script would run, into ``OUTPUT/ARCH/METHOD``); ``--reuse-baseline --reuse-runs`` then
+compresses and reports them without training again, after checking that each was trained with
+this script's options.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import time
 import torch
 
 from pyro_bnn.cli import build_parser, main
+from pyro_bnn.compression import ThresholdChoice
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' own helpers
 import provenance  # noqa: E402
@@ -75,6 +80,8 @@ def _train_arguments(method: str, options) -> list[str]:
                 arguments += ["--init-drop-rate", str(options.l0_init_drop_rate)]
             if options.l0_weight_decay is not None:
                 arguments += ["--weight-decay", str(options.l0_weight_decay)]
+    if options.train_subset is not None:
+        arguments += ["--train-subset", str(options.train_subset)]
     return [*arguments, "--arch", options.arch, "--data", options.data, "--seed",
             str(options.seed), "--threads", str(options.threads), "--quiet"]  # fmt: skip
 
@@ -175,11 +182,28 @@ def main_benchmark(argv: list[str] | None = None) -> None:
         "--codebook-epochs); the table then gives the K-means error after the trained one",
     )
     parser.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="train every network on the first N training images (pyro-bnn train --train-subset)",
+    )
+    parser.add_argument(
+        "--choose-threshold",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="candidate pruning thresholds; the training images the runs left out choose "
+        "(pyro-bnn compress --choose-threshold; needs --train-subset)",
+    )
+    parser.add_argument(
         "--results",
         default=provenance.RESULTS,
         help="JSON lines file the record is appended to",
     )
     options = parser.parse_args(argv)
+    if options.choose_threshold is not None and options.train_subset is None:
+        parser.error("--choose-threshold needs --train-subset: the held-out images choose")
     torch.set_num_threads(options.threads)
 
     total = options.epochs + options.pretrain_epochs
@@ -198,8 +222,11 @@ def main_benchmark(argv: list[str] | None = None) -> None:
         run = os.path.join(directory, method)
         if not (options.reuse_runs and _reusable(run, method, options)):
             _run(["train", *_train_arguments(method, options), "--output", run, "--overwrite"])
+        choice = [] if options.choose_threshold is None else [
+            "--choose-threshold", *map(str, options.choose_threshold)
+        ]  # fmt: skip
         _run(["compress", run, "--threads", str(options.threads), "--codebook-epochs",
-              str(options.codebook_epochs)])  # fmt: skip
+              str(options.codebook_epochs), *choice])  # fmt: skip
         with open(os.path.join(run, "metrics.json")) as file:
             metrics = json.load(file)
         with open(os.path.join(run, "compression.json")) as file:
@@ -217,7 +244,10 @@ def main_benchmark(argv: list[str] | None = None) -> None:
             },  # fmt: skip
             "errors": compression["errors"],
             "speed_up": compression["speed"]["speed_up"],
+            "threshold": compression["threshold"],
         }
+        if "threshold_choice" in compression:
+            rows[method]["threshold_choice"] = compression["threshold_choice"]
         print(method, json.dumps(rows[method]), flush=True)
 
     print(
@@ -247,6 +277,10 @@ def main_benchmark(argv: list[str] | None = None) -> None:
             f"({100 * errors['maximum_compression']:.2f}{kmeans}) | {100 * row['error']:.2f} | "
             f"{row['speed_up']:.2f}x |"
         )
+    for method in options.methods:
+        if "threshold_choice" in rows[method]:
+            choice = ThresholdChoice.from_dict(rows[method]["threshold_choice"])
+            print(f"\n{method}: {choice}")
     record = {
         "benchmark": "structured_compression",
         "command": "python benchmarks/structured_compression.py "

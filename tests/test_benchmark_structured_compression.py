@@ -51,3 +51,28 @@ def test_reused_runs_are_reported_not_retrained(benchmark, tmp_path, capsys):
     with pytest.raises(ValueError, match="trained with other options .*penalty"):
         reuse = ["--reuse-baseline", "--reuse-runs"]
         benchmark.main_benchmark([*other, "--output", str(runs), "--results", str(results), *reuse])
+
+
+def test_held_out_images_choose_the_threshold(benchmark, tmp_path, capsys):
+    runs, results = tmp_path / "runs", tmp_path / "results.jsonl"
+    arguments = [*QUICK, "--output", str(runs), "--results", str(results)]
+    with pytest.raises(SystemExit):
+        benchmark.main_benchmark([*arguments, "--choose-threshold", "0", "0.5"])
+    assert "--choose-threshold needs --train-subset" in capsys.readouterr().err
+    benchmark.main_benchmark(
+        [*arguments, "--train-subset", "300", "--choose-threshold", "0", "0.5"]
+    )
+    for method in ("deterministic", "l0"):
+        metrics = json.loads((runs / "lenet-300-100" / method / "metrics.json").read_text())
+        assert metrics["num_train"] == 300
+    (record,) = map(json.loads, results.read_text().splitlines())
+    row = record["results"]["l0"]
+    choice = row["threshold_choice"]
+    assert choice["num_held_out"] == 1348 - 300
+    assert row["threshold"] == choice["threshold"] in (0.0, 0.5)
+    assert "--train-subset 300 --choose-threshold 0.0 0.5" in record["command"]
+    assert f"l0: threshold {choice['threshold']:g} chosen on 1048" in capsys.readouterr().out
+    # Runs trained on another subset are not reused.
+    with pytest.raises(ValueError, match="trained with other options .*train_subset"):
+        benchmark.main_benchmark([*arguments, "--train-subset", "400", "--reuse-baseline",
+                                  "--reuse-runs"])  # fmt: skip
