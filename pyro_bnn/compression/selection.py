@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
+
+from pyro_bnn.metrics import accuracy
 
 from .compress import compress
 
@@ -67,16 +69,7 @@ class ThresholdChoice:
             "num_held_out": self.num_held_out,
             "standard_error": self.standard_error,
             "threshold": self.threshold,
-            "candidates": [
-                {
-                    "threshold": c.threshold,
-                    "error": c.error,
-                    "kept_fraction": c.kept_fraction,
-                    "pruning": c.pruning,
-                    "architecture": c.architecture,
-                }
-                for c in self.candidates
-            ],
+            "candidates": [asdict(candidate) for candidate in self.candidates],
         }
 
     @classmethod
@@ -120,7 +113,7 @@ def one_standard_error_index(errors: Sequence[float], sizes: Sequence[float], n:
     if not all(0 <= error <= 1 for error in errors):
         raise ValueError(f"the errors must be rates in [0, 1], got {list(errors)}")
     best = min(errors)
-    tolerance = best + math.sqrt(best * (1 - best) / n)
+    tolerance = best + _standard_error(best, n)
     eligible = [i for i, error in enumerate(errors) if error <= tolerance]
     return min(eligible, key=lambda i: (sizes[i], errors[i], i))
 
@@ -185,20 +178,22 @@ def choose_threshold(
         )
     errors = [row.error for row in rows]
     index = one_standard_error_index(errors, [row.kept_fraction for row in rows], len(y))
-    best = min(errors)
     return ThresholdChoice(
         candidates=tuple(rows),
         num_held_out=len(y),
-        standard_error=math.sqrt(best * (1 - best) / len(y)),
+        standard_error=_standard_error(min(errors), len(y)),
         threshold=rows[index].threshold,
     )
 
 
+def _standard_error(error: float, n: int) -> float:
+    """The binomial standard error of an error rate measured on ``n`` examples."""
+    return math.sqrt(error * (1 - error) / n)
+
+
 @torch.no_grad()
 def _error(network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    """The error rate of ``network`` (in evaluation mode) on ``(x, y)``."""
-    wrong = sum(
-        int((network(inputs).argmax(-1) != labels).sum())
-        for inputs, labels in zip(x.split(batch_size), y.split(batch_size), strict=True)
-    )
-    return wrong / len(y)
+    """The error rate of ``network`` (in evaluation mode) on ``(x, y)``, ``batch_size`` inputs
+    per forward pass."""
+    logits = torch.cat([network(inputs) for inputs in x.split(batch_size)])
+    return 1.0 - accuracy(logits, y)
