@@ -194,10 +194,15 @@ def test_compress_chooses_the_threshold_on_the_held_out_images(l0_run):
 
 def test_compress_refuses_a_threshold_choice_without_held_out_images(l0_run, tmp_path):
     output, _ = l0_run
+    result = output / "compression.json"
+    before = result.read_bytes() if result.exists() else None
     code, _, err = run(["compress", str(output), "--choose-threshold", "0.5", "--threshold", "0"])
     assert code == 2 and "--threshold or --choose-threshold, not both" in err
     code, _, err = run(["compress", str(output), "--choose-threshold", "0.5", "nan"])
     assert code == 2 and "--choose-threshold takes finite thresholds" in err
+    code, _, err = run(["compress", str(output), "--choose-threshold", "0.5", "2"])
+    assert code == 2 and "candidate threshold 2: " in err and "test-time gate in [0, 1)" in err
+    assert (result.read_bytes() if result.exists() else None) == before
     everything = tmp_path / "all"
     arguments = [*QUICK, "--epochs", "1", "--output", str(everything)]
     arguments.remove("--train-subset")
