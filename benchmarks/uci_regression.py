@@ -352,11 +352,9 @@ def _format(value: float, error: float | None, digits: int = 2) -> str:
 
 def load_split(dataset: str, index: int, settings: Settings) -> UCISplit:
     """Split ``index`` of ``dataset`` from the run's split source."""
-    if settings.split_source == "standard":
-        return uci_regression(dataset, index, splits="standard")
-    return uci_regression(
-        dataset, index, num_splits=DEFAULT_NUM_SPLITS, seed=settings.seed, splits="random"
-    )
+    # The seed draws random splits; the published ones have none.
+    seed = settings.seed if settings.split_source == "random" else 0
+    return uci_regression(dataset, index, seed=seed, splits=settings.split_source)
 
 
 def run_method(name: str, dataset: str, splits: int, settings: Settings) -> dict:
@@ -448,10 +446,11 @@ def thesis_verdict(results: dict[str, dict[str, dict]], method: str = "matrix-no
     matrix normal matches or beats it in RMSE and in log-likelihood on both sets)."""
     lines = []
     for dataset, by_method in results.items():
-        verdict = against_thesis(by_method[method], dataset) if method in by_method else None
+        ours = by_method.get(method)
+        verdict = against_thesis(ours, dataset) if ours else None
         if verdict is None:
             continue
-        ours, thesis = by_method[method], THESIS_TABLE_1[dataset]["VMG"]
+        thesis = THESIS_TABLE_1[dataset]["VMG"]
         lines.append(
             f"{dataset}: {method} RMSE {_format(*ours['rmse'])} {verdict['rmse']} the thesis's "
             f"VMG {_format(*thesis['rmse'])}; log-likelihood {_format(*ours['ll'])} "
@@ -568,10 +567,8 @@ def main(argv: list[str] | None = None) -> None:
                 file.write(json.dumps(record) + "\n")
     print(
         f"\nUCI regression, {options.splits} {settings.split_source} split(s), {settings.epochs} "
-        f"epochs, batch "
-        f"{settings.batch_size}, lr {settings.lr} ({settings.lr_schedule}), "
-        f"{settings.num_samples} test samples, "
-        f"started {started}\n"
+        f"epochs, batch {settings.batch_size}, lr {settings.lr} ({settings.lr_schedule}), "
+        f"{settings.num_samples} test samples, started {started}\n"
     )
     print(table(results, options.splits))
     for line in thesis_verdict(results):
