@@ -255,6 +255,7 @@ def variational(family: str | Callable, prior: str, **guide_options) -> Callable
         prediction = predict(model, guide, split.x_test, num_samples=settings.num_samples)
         return prediction.mean_samples, prediction.variance_samples
 
+    method.weight_prior = prior  # marks the methods that --weight-prior applies to
     return method
 
 
@@ -542,6 +543,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--weight-decay must be non-negative")
     if options.ema_decay is not None and not 0 < options.ema_decay < 1:
         parser.error("--ema-decay must lie strictly between 0 and 1")
+    if options.weight_prior and not any(
+        hasattr(METHODS[name], "weight_prior") for name in options.methods
+    ):
+        variational_methods = [name for name, fn in METHODS.items() if hasattr(fn, "weight_prior")]
+        parser.error(
+            f"--weight-prior applies to the variational methods ({', '.join(variational_methods)}) "
+            "and none of them was chosen"
+        )
     return options
 
 

@@ -85,6 +85,14 @@ def test_weight_prior_option():
         uci.parse_arguments(["--weight-prior", "horseshoe"])
 
 
+def test_weight_prior_without_a_variational_method_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        uci.parse_arguments(["--weight-prior", "normal", "--methods", "deterministic"])
+    assert "applies to the variational methods (matrix-normal" in capsys.readouterr().err
+    options = uci.parse_arguments(["--weight-prior", "normal", "--methods", "mc-dropout", "flow"])
+    assert options.weight_prior == "normal"
+
+
 @pytest.mark.parametrize(
     "ours, thesis, higher_is_better, expected",
     [
