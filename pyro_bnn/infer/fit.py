@@ -189,19 +189,31 @@ def check_batch(model: Callable, args: tuple) -> None:
 
 
 def gradients_finite(gradients: list[torch.Tensor]) -> bool:
-    """Whether every entry of every gradient is finite: the sum of the tensors' norms is finite
-    exactly when they all are (a norm is never negative, and NaN and inf propagate).
+    """Whether every entry of every gradient is finite.
 
-    One norm per tensor in a single ``_foreach_norm`` kernel and one read, without
-    ``get_total_norm``'s grouping by device and dtype, which costs more than the norms
-    themselves on a small network (a tenth of a millisecond a step).
+    A sum is NaN or infinite whenever one of its terms is (NaN and inf propagate, and
+    ``inf - inf`` is NaN), so the sum of each tensor's sum is finite exactly when every entry is,
+    barring an overflow of the sum itself, which would take entries near the largest number of
+    the accumulating type (a norm would overflow at its square root).  It is one pass over the
+    gradients with nothing squared and one read of a number, where ``get_total_norm`` groups the
+    tensors by device and dtype first.  It runs after every backward pass, where it costs one
+    read of every gradient: on a LeNet-300-100 a fifth to a third less than the norms of
+    ``_foreach_norm``.
     """
     if not gradients:
         return True
     if len({gradient.device for gradient in gradients}) > 1:  # norms to gather across devices
         return math.isfinite(torch.nn.utils.get_total_norm(gradients).item())
-    # Summed in float32: half-precision norms would overflow at 65504.
-    return math.isfinite(torch.stack(torch._foreach_norm(gradients)).float().sum().item())
+    # Each tensor summed in at least float32 (a half-precision sum would overflow at 65504);
+    # stack promotes float64 sums rather than rounding them.
+    return math.isfinite(torch.stack([_wide_sum(gradient) for gradient in gradients]).sum().item())
+
+
+def _wide_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of every entry (real and imaginary parts alike), accumulated in at least float32."""
+    if tensor.is_complex():
+        tensor = torch.view_as_real(tensor)
+    return tensor.sum(dtype=torch.promote_types(tensor.dtype, torch.float32))
 
 
 def default_optimizer(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:

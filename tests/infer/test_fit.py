@@ -209,8 +209,14 @@ def test_gradients_finite_on_every_kind_of_gradient_list():
     assert gradients_finite(grads) and gradients_finite([])
     # Large finite half-precision gradients: their norms' sum would overflow in half precision.
     assert gradients_finite([torch.full((3,), 1000.0).half()] * 100)
+    # Float64 sums are not rounded to float32 (1e300 would become inf there).
+    assert gradients_finite([torch.full((2,), 1e300, dtype=torch.float64), torch.ones(3)])
+    assert gradients_finite([torch.randn(3, dtype=torch.complex64)])
     for bad in (math.nan, math.inf, -math.inf):
         assert not gradients_finite([*grads, torch.tensor([0.0, bad])])
+        assert not gradients_finite([*grads, torch.tensor([1j, complex(0.0, bad)])])
+    # inf and -inf in one tensor: their sum is NaN, not a cancellation.
+    assert not gradients_finite([torch.tensor([math.inf, -math.inf])])
 
 
 @pytest.mark.parametrize(
