@@ -258,13 +258,9 @@ def profile_graph_step(
     It runs on one thread, where an operator's self time is its own work (with more, a
     contended machine charges the waits for the other threads to the operators).  Shares of a
     single profiled step: a rough guide, not a timing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with step.scope(), torch.profiler.profile(record_shapes=True) as profiler:
+    with provenance.torch_threads(1), step.scope():
+        with torch.profiler.profile(record_shapes=True) as profiler:
             step(*batch)
-    finally:
-        torch.set_num_threads(threads)
     total = pairwise = dag = 0.0
     for event in profiler.key_averages(group_by_input_shape=True):
         if not event.key.startswith("aten::"):
@@ -401,9 +397,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     options = parse_arguments(argv)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(options.threads)
-    try:
+    with provenance.torch_threads(options.threads):
         run = provenance.run("fnp_cost.py", argv, options.threads)
         steps, data = build_steps(
             options.reference_size, options.batch_size, options.dim_u, options.dim_z, options.seed
@@ -414,8 +408,6 @@ def main(argv: list[str] | None = None) -> dict:
         profile = profile_graph_step(
             steps["fnp-graph"], data["fnp-graph"][0], options.reference_size, options.dim_u
         )
-    finally:
-        torch.set_num_threads(previous_threads)
     summary = summarize(times)
     summary["graph_profile"] = profile
     settings = {

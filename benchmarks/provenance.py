@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +33,18 @@ def machine(threads: int) -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{threads} thread(s)"
     )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run the block with ``threads`` torch threads, then restore the number there was: a
+    benchmark's ``main`` called from a test must not change the test process's."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def command(script: str, argv: list[str] | None) -> str:

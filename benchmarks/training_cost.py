@@ -6,11 +6,11 @@ hand in eager PyTorch, without Pyro (the same ``sampled_linear`` and fused KL th
 it is the floor of what the method costs, so ``svi / eager`` is what Pyro's tracing and the
 library's checks add and ``eager / plain`` what the method itself costs.  A fourth kind writes
 the same estimator as a bare Pyro program (a model and a guide as functions over ``pyro.param``
-and ``pyro.sample``, ``TraceKL_ELBO``, no modules, no checks): ``pyro / eager`` is what Pyro's
-tracing costs by itself, ``svi / pyro`` what the library adds on top of it.  Epochs of the four
-are interleaved, so all see the same machine load, and ratios of the medians are reported.  Then
-one SVI step is split into its phases (guide, model, KL and likelihood, backward, optimizer) to
-show where the time goes.
+and ``pyro.sample``, ``TraceKL_ELBO``, no modules, no checks): ``bare_pyro / eager`` is what
+Pyro's tracing costs by itself, ``svi / bare_pyro`` what the library adds on top of it.
+Epochs of the four are interleaved, so all see the same machine load, and ratios of the medians
+are reported.  Then one SVI step is split into its phases (guide, model, KL and likelihood,
+backward, optimizer) to show where the time goes.
 
     python benchmarks/training_cost.py --epochs 3 --threads 2 --batch-size 128 512
 
@@ -269,12 +269,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     provenance.add_record_options(parser, smoke="the digits data, whatever is installed")
     options = parser.parse_args(argv)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(options.threads)
-    try:
+    if options.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    with provenance.torch_threads(options.threads):
         return _measure(options, provenance.run("training_cost.py", argv, options.threads))
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _measure(options, run: dict) -> list[dict]:

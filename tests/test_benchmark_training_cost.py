@@ -65,3 +65,12 @@ def test_smoke_run_times_every_kind_of_epoch_and_records_it(tmp_path, capsys):
         saved["svi_epoch_seconds"][0] / saved["bare_pyro_epoch_seconds"][0]
     )
     assert "(smoke run" not in capsys.readouterr().out
+
+
+def test_no_epochs_is_refused_before_anything_runs(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    output = tmp_path / "results.jsonl"
+    with pytest.raises(SystemExit):
+        training_cost.main(["--epochs", "0", "--threads", "1", "--output", str(output)])
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    assert not output.exists() and torch.get_num_threads() == threads
