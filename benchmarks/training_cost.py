@@ -32,7 +32,6 @@ import pyro
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.infer import util as infer_util
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 from torch.utils.data import DataLoader
@@ -41,7 +40,7 @@ from pyro_bnn.data import load_dataset
 from pyro_bnn.distributions.kl import sparse_vd_kl_normal
 from pyro_bnn.guides import AutoMeanFieldNormal, LocalReparameterizedNormal
 from pyro_bnn.infer import TraceKL_ELBO, fit
-from pyro_bnn.infer.fit import default_optimizer
+from pyro_bnn.infer.fit import _structure_validation, default_optimizer
 from pyro_bnn.models import BayesianNetwork, CategoricalLikelihood, lenet_300_100, log_uniform_prior
 from pyro_bnn.models.likelihoods import _CrossEntropyCategorical
 from pyro_bnn.ops import sampled_linear
@@ -156,17 +155,13 @@ class BarePyroSparseVD:
 
 def bare_pyro_epoch(bnn: BarePyroSparseVD, optimizer, loader) -> float:
     # Without the ELBO's structural checks on every step, as in fit after an epoch's first step.
-    validation = infer_util.is_validation_enabled()
-    infer_util.enable_validation(False)
-    try:
+    with _structure_validation(False):
         started = time.perf_counter()
         for x, y in loader:
             optimizer.zero_grad(set_to_none=True)
             bnn.elbo.differentiable_loss(bnn.model, bnn.guide, x, y).backward()
             optimizer.step()
         return time.perf_counter() - started
-    finally:
-        infer_util.enable_validation(validation)
 
 
 def phases(model, guide, optimizer, loader, steps: int) -> dict[str, float]:
