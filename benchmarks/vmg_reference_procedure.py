@@ -77,9 +77,12 @@ class ConditionedMatrixNormalLayer:
     :param pseudo_data: ``P`` pseudo-data pairs (0: none).
     :param bound: the largest variance of the pseudo-data's multiplicative noise.
     :param relu: whether a ReLU follows.
+    :param initial_log_scale: where the row and column log-scales start (the authors': 0).
     """
 
-    def __init__(self, num_nets, fan_in, fan_out, pseudo_data, bound, relu, generator):
+    def __init__(
+        self, num_nets, fan_in, fan_out, pseudo_data, bound, relu, generator, initial_log_scale=0.0
+    ):
         self.rows, self.cols = fan_in + 1, fan_out
         self.pseudo_data, self.bound, self.relu = pseudo_data, bound, relu
 
@@ -94,12 +97,12 @@ class ConditionedMatrixNormalLayer:
              torch.zeros(num_nets, 1, fan_out)],
             dim=1,
         )  # fmt: skip
-        row_log_scale = normal(num_nets, self.rows, scale=0.01)
+        row_log_scale = normal(num_nets, self.rows, scale=0.01) + initial_log_scale
         row_log_scale[:, -1] -= 4.0  # the bias row starts narrow
         self.params = {
             "loc": loc,
             "row_log_scale": row_log_scale,
-            "col_log_scale": normal(num_nets, fan_out, scale=0.01),
+            "col_log_scale": normal(num_nets, fan_out, scale=0.01) + initial_log_scale,
             # Gamma(a, b) posteriors of the row and column precisions, at the prior's values.
             "row_log_a": torch.zeros(num_nets),
             "row_log_b": torch.full((num_nets,), math.log(0.5)),
@@ -187,14 +190,16 @@ class ConditionedMatrixNormalLayer:
 class BatchOfNetworks:
     """``S`` one-hidden-layer VMG networks with their Gamma noise posteriors, one per split."""
 
-    def __init__(self, num_nets, num_features, hidden, pseudo_data, bound, seed):
+    def __init__(self, num_nets, num_features, hidden, pseudo_data, bound, seed, initial_log_scale):
         generator = torch.Generator().manual_seed(seed)
         self.layers = [
             ConditionedMatrixNormalLayer(
                 num_nets, num_features, hidden, min(pseudo_data, num_features), bound, True,
-                generator,
+                generator, initial_log_scale,
             ),
-            ConditionedMatrixNormalLayer(num_nets, hidden, 1, pseudo_data, bound, False, generator),
+            ConditionedMatrixNormalLayer(
+                num_nets, hidden, 1, pseudo_data, bound, False, generator, initial_log_scale
+            ),
         ]  # fmt: skip
         start = math.log(6.0)
         self.noise = {"log_a": torch.full((num_nets,), start, requires_grad=True),
@@ -249,7 +254,8 @@ def train_and_score(dataset: str, options: argparse.Namespace) -> dict:
     num_nets, num_data, num_features = x.shape
     torch.manual_seed(options.seed)
     nets = BatchOfNetworks(num_nets, num_features, options.hidden, options.pseudo_data,
-                           options.dropout_bound, options.seed)  # fmt: skip
+                           options.dropout_bound, options.seed,
+                           options.initial_log_scale)  # fmt: skip
     params = nets.parameters()
     optimizer = torch.optim.Adam(params, lr=options.lr, eps=1e-8)
     average = [torch.zeros_like(v) for v in params]
@@ -324,6 +330,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pseudo-data pairs per layer (at most the input width)")  # fmt: skip
     parser.add_argument("--dropout-bound", type=float, default=0.005,
                         help="the largest variance of the pseudo-data's noise")  # fmt: skip
+    parser.add_argument("--initial-log-scale", type=float, default=0.0,
+                        help="the row and column log-scales' start (the authors': 0)")  # fmt: skip
     parser.add_argument("--hidden", type=int, default=50)
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=3)
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         output = protocol.RESULTS
     settings = {key: getattr(options, key) for key in (
         "splits", "epochs", "batch_size", "lr", "lr_schedule", "polyak", "pseudo_data",
-        "dropout_bound", "hidden", "num_samples", "seed")}  # fmt: skip
+        "dropout_bound", "initial_log_scale", "hidden", "num_samples", "seed")}  # fmt: skip
     with provenance.torch_threads(options.threads):
         for dataset in options.datasets:
             row = train_and_score(dataset, options)
