@@ -206,6 +206,23 @@ def network(num_features: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
 
+class BiasColumn(nn.Module):
+    """Appends a constant 1 to the last dimension, ``(..., D) -> (..., D + 1)``: the next
+    layer's weights on it are its bias (the thesis's parameterization, a row of ``W``)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h, h.new_ones(h.shape[:-1] + (1,))], dim=-1)
+
+
+def network_with_bias_rows(num_features: int, hidden: int) -> nn.Module:
+    """:func:`network` with each bias a row of its layer's weight matrix (sites ``net.1.weight``
+    and ``net.4.weight``), so that the matrix normal and its pseudo-data cover it too."""
+    return nn.Sequential(
+        BiasColumn(), nn.Linear(num_features + 1, hidden, bias=False), nn.ReLU(),
+        BiasColumn(), nn.Linear(hidden + 1, 1, bias=False),
+    )  # fmt: skip
+
+
 def _scheduler(settings: Settings) -> Callable | None:
     """The learning-rate schedule's factory, ``optimizer -> LRScheduler`` (stepped per epoch)."""
     if settings.lr_schedule == "constant":
@@ -232,17 +249,19 @@ def _likelihood(split: UCISplit) -> GaussianLikelihood:
     )
 
 
-def variational(family: str | Callable, prior: str, **guide_options) -> Callable:
-    """A Bayesian network over every weight and bias (each layer's bias a site of its own; the
-    thesis's bias as a row of W scored no better, RESULTS.md) with the Gamma prior on the noise
-    precision, trained by :func:`pyro_bnn.fit` with the guide family ``family`` on the weights
-    (a family name, or a function ``(split, settings)`` returning the guide's ``families``)
-    under the weight prior ``prior`` (a key of :data:`WEIGHT_PRIORS`; the settings'
-    ``weight_prior`` overrides it)."""
+def variational(
+    family: str | Callable, prior: str, architecture: Callable = network, **guide_options
+) -> Callable:
+    """A Bayesian network over every weight and bias of ``architecture(num_features, hidden)``
+    (by default :func:`network`, each layer's bias a site of its own) with the Gamma prior on
+    the noise precision, trained by :func:`pyro_bnn.fit` with the guide family ``family`` on the
+    weights (a family name, or a function ``(split, settings)`` returning the guide's
+    ``families``) under the weight prior ``prior`` (a key of :data:`WEIGHT_PRIORS`; the
+    settings' ``weight_prior`` overrides it)."""
 
     def method(split: UCISplit, settings: Settings) -> PredictiveMoments:
         model = BayesianNetwork(
-            network(split.num_features, settings.hidden),
+            architecture(split.num_features, settings.hidden),
             _likelihood(split),
             prior=WEIGHT_PRIORS[settings.weight_prior or prior],
             include_bias=True,
@@ -266,23 +285,24 @@ PSEUDO_DROPOUT_BOUND = 0.005
 
 
 def pseudo_data_families(split: UCISplit, settings: Settings) -> dict[str, MatrixNormalFamily]:
-    """The thesis's VMG for regression (its code's only regression layer): 10 pseudo-data
-    pairs per layer (fewer than the input dimension, the rank of the layer's linear kernel),
-    pseudo-data dropout rates bounded by :data:`PSEUDO_DROPOUT_BOUND`, and every weight's
-    variance starting at ``1 / (fan_in + 1)``: the authors' code starts its row and column
-    scales at 1 on inputs divided by ``sqrt(fan_in + 1)`` (bias column included), a wide
-    posterior that the pseudo-data condition from the first step."""
+    """The thesis's VMG for regression (its code's only regression layer), on
+    :func:`network_with_bias_rows`: 10 pseudo-data pairs per layer (fewer than the layer's
+    inputs, bias column included: the rank of its linear kernel), pseudo-data dropout rates
+    bounded by :data:`PSEUDO_DROPOUT_BOUND`, and every weight's variance starting at
+    ``1 / (fan_in + 1)``: the authors' code starts its row and column scales at 1 on inputs
+    divided by ``sqrt(fan_in + 1)``, a wide posterior that the pseudo-data condition from the
+    first step."""
 
-    def family(fan_in: int, pseudo_data: int) -> MatrixNormalFamily:
+    def family(width: int, pseudo_data: int) -> MatrixNormalFamily:
         return MatrixNormalFamily(
             pseudo_data=pseudo_data,
             pseudo_dropout_bound=PSEUDO_DROPOUT_BOUND,
-            init_log_variance=-math.log(fan_in + 1),
+            init_log_variance=-math.log(width),
         )
 
     return {
-        "net.0.weight": family(split.num_features, min(10, split.num_features - 1)),
-        "net.2.weight": family(settings.hidden, 10),
+        "net.1.weight": family(split.num_features + 1, min(10, split.num_features)),
+        "net.4.weight": family(settings.hidden + 1, 10),
     }
 
 
@@ -346,7 +366,9 @@ METHODS: dict[str, Callable[[UCISplit, Settings], PredictiveMoments]] = {
     # whose row and column precisions have Gamma(1, 0.5) hyper-priors; with pseudo-data, the
     # thesis's VMG as its code builds it for regression.
     "matrix-normal": variational("matrix_normal", "gamma-precision"),
-    "matrix-normal-pseudo-data": variational(pseudo_data_families, "gamma-precision"),
+    "matrix-normal-pseudo-data": variational(
+        pseudo_data_families, "gamma-precision", network_with_bias_rows
+    ),
     "mean-field": variational("normal", "normal"),
     "flow": variational("multiplicative_flow", "normal"),
     "deterministic": deterministic,

