@@ -289,9 +289,8 @@ def pseudo_data_families(split: UCISplit, settings: Settings) -> dict[str, Matri
     :func:`network_with_bias_rows`: 10 pseudo-data pairs per layer (fewer than the layer's
     inputs, bias column included: the rank of its linear kernel), pseudo-data dropout rates
     bounded by :data:`PSEUDO_DROPOUT_BOUND`, and every weight's variance starting at
-    ``1 / (fan_in + 1)``: the authors' code starts its row and column scales at 1 on inputs
-    divided by ``sqrt(fan_in + 1)``, a wide posterior that the pseudo-data condition from the
-    first step."""
+    ``1 / (fan_in + 1)``, the authors' start (row and column scales of 1 on inputs divided by
+    ``sqrt(fan_in + 1)``)."""
 
     def family(width: int, pseudo_data: int) -> MatrixNormalFamily:
         return MatrixNormalFamily(
