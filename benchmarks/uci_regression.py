@@ -280,7 +280,7 @@ def variational(
 
 
 #: The thesis's smaller bound on the pseudo-data's dropout rates (it names 0.005 and 0.05 for
-#: UCI; the smaller scored better on Boston and Concrete, RESULTS.md).
+#: UCI; the smaller scored the better RMSE on Boston and Concrete, RESULTS.md).
 PSEUDO_DROPOUT_BOUND = 0.005
 
 
@@ -400,7 +400,8 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float | None]:
     return values_.mean().item(), (values_.std() / math.sqrt(len(values_))).item()
 
 
-def _format(value: float, error: float | None, digits: int = 2) -> str:
+def format_estimate(value: float, error: float | None, digits: int = 2) -> str:
+    """``"mean ± error"`` (``"mean"`` without an error), ``digits`` decimals."""
     if error is None:
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ± {error:.{digits}f}"
@@ -449,13 +450,13 @@ def table(results: dict[str, dict[str, dict]], splits: int) -> str:
     for dataset, by_method in results.items():
         for method, row in by_method.items():
             lines.append(
-                f"| {dataset} | {method} | {splits} | {_format(*row['rmse'])} | "
-                f"{_format(*row['ll'])} |"
+                f"| {dataset} | {method} | {splits} | {format_estimate(*row['rmse'])} | "
+                f"{format_estimate(*row['ll'])} |"
             )
         for method, row in THESIS_TABLE_1.get(dataset, {}).items():
             lines.append(
                 f"| {dataset} | thesis Table 1: {method} | {DEFAULT_NUM_SPLITS} | "
-                f"{_format(*row['rmse'])} | {_format(*row['ll'])} |"
+                f"{format_estimate(*row['rmse'])} | {format_estimate(*row['ll'])} |"
             )
     return "\n".join(lines)
 
@@ -517,9 +518,9 @@ def thesis_verdict(
                 continue
             thesis = THESIS_TABLE_1[dataset]["VMG"]
             lines.append(
-                f"{dataset}: {method} RMSE {_format(*ours['rmse'])} {verdict['rmse']} the "
-                f"thesis's VMG {_format(*thesis['rmse'])}; log-likelihood "
-                f"{_format(*ours['ll'])} {verdict['ll']} {_format(*thesis['ll'])}"
+                f"{dataset}: {method} RMSE {format_estimate(*ours['rmse'])} {verdict['rmse']} the "
+                f"thesis's VMG {format_estimate(*thesis['rmse'])}; log-likelihood "
+                f"{format_estimate(*ours['ll'])} {verdict['ll']} {format_estimate(*thesis['ll'])}"
             )
     return lines
 

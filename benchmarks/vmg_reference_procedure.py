@@ -263,11 +263,6 @@ def train_and_score(dataset: str, options: argparse.Namespace) -> dict:
     rows = torch.arange(num_nets)[:, None]
     started = time.perf_counter()
 
-    def averaged() -> list[torch.Tensor]:
-        if options.polyak is None:
-            return [v.detach() for v in params]
-        return [m / (1 - options.polyak**steps) for m in average]
-
     for epoch in range(options.epochs):
         if options.lr_schedule == "linear":
             for group in optimizer.param_groups:
@@ -290,7 +285,10 @@ def train_and_score(dataset: str, options: argparse.Namespace) -> dict:
                     )
     seconds = time.perf_counter() - started
 
-    values = averaged()
+    if options.polyak is None:
+        values = [v.detach() for v in params]
+    else:  # the bias-corrected moving average
+        values = [m / (1 - options.polyak**steps) for m in average]
     tau, _ = nets.noise_posterior(nets.unpack(values)[1])
     per_split = {"rmse": [], "ll": []}
     with torch.no_grad():
@@ -371,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
             verdict = protocol.against_thesis(row, dataset)
             print(
                 f"{dataset}: {row['steps']} steps ({row['train_seconds']:.0f} s), RMSE "
-                f"{protocol._format(*row['rmse'])}, log-likelihood {protocol._format(*row['ll'])}"
+                f"{protocol.format_estimate(*row['rmse'])}, log-likelihood "
+                f"{protocol.format_estimate(*row['ll'])}"
                 f"; against the thesis's VMG: {verdict['rmse']} / {verdict['ll']}",
                 flush=True,
             )
