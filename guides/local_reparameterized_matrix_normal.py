@@ -40,13 +40,20 @@ class LocalReparameterizedMatrixNormal(LocalReparameterizedNormal):
     come from the matrix normal conditioned on ``A~ W^T = B~`` (Eq. 39-45,
     :class:`~pyro_bnn.ops.ConditionedMatrixNormalWeight`), while the density and the KL stay
     those of the unconditioned matrix normal, as in the thesis (whose bound is therefore
-    biased, Sec. 3.2.6).
+    biased, Sec. 3.2.6).  With ``pseudo_log_alpha`` the pseudo-data are random too, with the
+    variational-dropout posteriors ``A~ (1 + sqrt(alpha) eps)``, ``eps ~ N(0, 1)`` (Sec. 3.2.5):
+    every draw of ``W`` perturbs them afresh, so the draws of a sample plate (``expand``) are
+    independent draws of the whole guide.
 
     :param loc: ``M``, shape ``(*batch, out, in, *kernel)``.
     :param row_log_variance: ``log row_var``, shape ``(in, *kernel)``.
     :param col_log_variance: ``log col_var``, shape ``(out,)``.
-    :param pseudo_inputs: ``A~``, ``(P, in)``, or ``None``.
+    :param pseudo_inputs: ``A~`` (their means, with ``pseudo_log_alpha``), ``(P, in)``, or
+        ``None``.
     :param pseudo_outputs: ``B~``, ``(P, out)``, or ``None``.
+    :param pseudo_log_alpha: ``(log alpha_A, log alpha_B)``, the log-variances of the
+        multiplicative noise on ``A~`` and ``B~``, each broadcastable to their shape, or
+        ``None`` (fixed pseudo-data).
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class LocalReparameterizedMatrixNormal(LocalReparameterizedNormal):
         col_log_variance,
         pseudo_inputs=None,
         pseudo_outputs=None,
+        pseudo_log_alpha=None,
         validate_args=None,
     ):
         layer = torch.Size([*col_log_variance.shape, *row_log_variance.shape])
@@ -68,9 +76,12 @@ class LocalReparameterizedMatrixNormal(LocalReparameterizedNormal):
             )
         if (pseudo_inputs is None) != (pseudo_outputs is None):
             raise ValueError("give both pseudo-inputs and pseudo-outputs, or neither")
+        if pseudo_log_alpha is not None and pseudo_inputs is None:
+            raise ValueError("pseudo_log_alpha perturbs pseudo-data: give them too")
         self.row_log_variance = row_log_variance
         self.col_log_variance = col_log_variance
         self.pseudo_inputs, self.pseudo_outputs = pseudo_inputs, pseudo_outputs
+        self.pseudo_log_alpha = pseudo_log_alpha
         log_variance = kronecker_log_variance(row_log_variance, col_log_variance)
         super().__init__(
             loc, log_variance=log_variance.expand(loc.shape), validate_args=validate_args
@@ -85,10 +96,25 @@ class LocalReparameterizedMatrixNormal(LocalReparameterizedNormal):
             # More leading (sample) dimensions: the same matrix normal, drawn more often.
             return LocalReparameterizedMatrixNormal(
                 self.loc.expand(batch_shape), self.row_log_variance, self.col_log_variance,
-                self.pseudo_inputs, self.pseudo_outputs,
+                self.pseudo_inputs, self.pseudo_outputs, self.pseudo_log_alpha,
             )  # fmt: skip
         plain = LocalReparameterizedNormal(self.loc, log_variance=self.log_variance)
         return plain.expand(batch_shape, _instance)
+
+    def pseudo_data(self, draws: torch.Size = torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A~, B~)`` for ``draws`` independent draws of ``W``, shapes ``(*draws, P, in)`` and
+        ``(*draws, P, out)``: perturbed by their noise when it is given, else as they are."""
+        if self.pseudo_log_alpha is None:
+            return self.pseudo_inputs, self.pseudo_outputs
+        return tuple(
+            mean
+            + mean
+            * (0.5 * log_alpha).exp()
+            * torch.randn(draws + mean.shape, dtype=mean.dtype, device=mean.device)
+            for mean, log_alpha in zip(
+                (self.pseudo_inputs, self.pseudo_outputs), self.pseudo_log_alpha, strict=True
+            )
+        )
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         row_var, col_var = self.row_log_variance.exp(), self.col_log_variance.exp()
@@ -96,10 +122,10 @@ class LocalReparameterizedMatrixNormal(LocalReparameterizedNormal):
         if lazy and self.loc.dim() == self._layer_dims:
             if self.pseudo_inputs is None:
                 return MatrixNormalWeight(self.loc, row_var, col_var)
-            return ConditionedMatrixNormalWeight(
-                self.loc, row_var, col_var, self.pseudo_inputs, self.pseudo_outputs
-            )
+            return ConditionedMatrixNormalWeight(self.loc, row_var, col_var, *self.pseudo_data())
         if self.pseudo_inputs is None:
             return super(LocalReparameterizedNormal, self).rsample(sample_shape)
         loc = self.loc.expand(self._extended_shape(sample_shape))
-        return draw_conditioned(loc, row_var, col_var, self.pseudo_inputs, self.pseudo_outputs)
+        # One perturbation of the pseudo-data per drawn weight, not one shared by all of them.
+        pseudo = self.pseudo_data(loc.shape[: -self._layer_dims])
+        return draw_conditioned(loc, row_var, col_var, *pseudo)

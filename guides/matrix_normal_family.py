@@ -137,17 +137,19 @@ class MatrixNormalFamily(GuideFamily):
     def sample(self, site: Site, params: PyroModule) -> torch.Tensor:
         if not self.pseudo_data:
             return super().sample(site, params)
-        pseudo, kl = [], 0.0
-        for name in ("pseudo_inputs", "pseudo_outputs"):
-            log_alpha = getattr(params, f"{name}_log_alpha").clamp(max=self.max_pseudo_log_alpha)
-            mean = getattr(params, name)
-            pseudo.append(mean + mean * (0.5 * log_alpha).exp() * torch.randn_like(mean))
-            kl = kl + sparse_vd_kl(log_alpha).sum()
-        if am_i_wrapped():  # the pseudo-data's KL, in the KL part of the bound
-            auxiliary_log_density(f"{site.name}.pseudo_data", -kl)
-        fn = LocalReparameterizedMatrixNormal(
-            params.loc, *self._variances(site, params), *pseudo, validate_args=False
+        log_alpha = tuple(
+            getattr(params, f"{name}_log_alpha").clamp(max=self.max_pseudo_log_alpha)
+            for name in ("pseudo_inputs", "pseudo_outputs")
         )
+        if am_i_wrapped():  # the pseudo-data's KL, in the KL part of the bound
+            kl = sum(sparse_vd_kl(value).sum() for value in log_alpha)
+            auxiliary_log_density(f"{site.name}.pseudo_data", -kl)
+        # The distribution perturbs the pseudo-data for each weight it draws (one perturbation
+        # per step in training, one per posterior sample under a sample plate).
+        fn = LocalReparameterizedMatrixNormal(
+            params.loc, *self._variances(site, params), params.pseudo_inputs,
+            params.pseudo_outputs, log_alpha, validate_args=False,
+        )  # fmt: skip
         return pyro.sample(site.name, fn.to_event(site.event_dim))
 
     def median(self, site: Site, params: PyroModule) -> torch.Tensor:

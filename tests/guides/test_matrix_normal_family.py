@@ -225,6 +225,55 @@ def test_pseudo_data_weight_draws_follow_the_conditional():
     assert torch.allclose(weight.rsample() @ a.T, b.T, atol=0.05)  # it passes the pseudo-data
 
 
+def test_noisy_pseudo_data_are_redrawn_for_every_weight_of_a_sample_plate():
+    # Tiny column variances make each draw the conditional mean given its perturbed pseudo-data,
+    # so the draws' spread is the pseudo-data noise's: one perturbation shared by the whole
+    # plate would leave none.  Reference: the conditional means of independently perturbed
+    # pseudo-data.
+    from pyro_bnn.ops.conditioned_matrix_normal_weight import conditioned_mean
+
+    torch.manual_seed(0)
+    loc, row_var, _, a, b = _pseudo()
+    col_var = torch.full((3,), 1e-12, dtype=torch.double)
+    log_alpha = (torch.full_like(a, math.log(0.04)), torch.full_like(b, math.log(0.04)))
+    fn = LocalReparameterizedMatrixNormal(loc, row_var.log(), col_var.log(), a, b, log_alpha)
+    with pyro_bnn_local_reparameterization(False):
+        draws = fn.expand((20000, 3, 5)).rsample()
+    noisy_a = a * (1 + 0.2 * torch.randn(20000, *a.shape, dtype=torch.double))
+    noisy_b = b * (1 + 0.2 * torch.randn(20000, *b.shape, dtype=torch.double))
+    reference = conditioned_mean(loc, row_var, noisy_a, noisy_b)
+    assert torch.allclose(draws.mean(0), reference.mean(0), atol=0.02)
+    assert torch.allclose(draws.std(0), reference.std(0), rtol=0.1, atol=1e-3)
+    assert draws.std(0).mean() > 0.05  # the noise is visible at this size
+
+
+def test_posterior_samples_of_a_pseudo_data_guide_are_independent_draws():
+    # What predict averages over: the draws of one vectorized guide run spread as much as
+    # draws of separate guide runs (each perturbing the pseudo-data once).
+    from pyro_bnn.infer import posterior_samples
+    from pyro_bnn.models import GaussianLikelihood
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1))
+    model = BayesianNetwork(net, GaussianLikelihood(8), prior=normal_prior(1.0))
+    family = MatrixNormalFamily(-30.0, pseudo_data=2, pseudo_dropout_bound=0.2)
+    guide = AutoSiteGuide(model, families={"net.*.weight": family})
+    guide(x)
+    parameters = dict(guide.named_parameters())
+    with torch.no_grad():
+        for name in ("pseudo_inputs", "pseudo_outputs"):
+            value = parameters[f"params.net.0.weight.{name}_unconstrained"]
+            value.copy_(torch.randn_like(value))
+    plate = posterior_samples(model, guide, 400, x)["net.0.weight"]
+    separate = torch.cat(
+        [posterior_samples(model, guide, 1, x)["net.0.weight"] for _ in range(400)]
+    )
+    ratio = plate.std(0).mean() / separate.std(0).mean()
+    assert 0.8 < ratio < 1.25, ratio
+
+
 def test_pseudo_data_family_trains_and_adds_its_kl():
     from pyro_bnn import predict
     from pyro_bnn.models import GaussianLikelihood
