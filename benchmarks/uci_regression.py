@@ -414,10 +414,10 @@ def load_split(dataset: str, index: int, settings: Settings) -> UCISplit:
     return uci_regression(dataset, index, seed=seed, splits=settings.split_source)
 
 
-def run_method(name: str, dataset: str, splits: int, settings: Settings) -> dict:
-    """Train and score ``name`` on the first ``splits`` splits of ``dataset``."""
+def run_method(name: str, dataset: str, splits: int, settings: Settings, first: int = 0) -> dict:
+    """Train and score ``name`` on ``splits`` splits of ``dataset`` from split ``first`` on."""
     per_split = {"rmse": [], "ll": [], "seconds": []}
-    for index in range(splits):
+    for index in range(first, first + splits):
         split = load_split(dataset, index, settings)
         # Each (split, method) starts from the same, reproducible state.
         pyro.set_rng_seed(settings.seed * DEFAULT_NUM_SPLITS + index)
@@ -536,7 +536,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--splits",
         type=int,
         default=DEFAULT_NUM_SPLITS,
-        help="run the first SPLITS of the 20 splits",
+        help="run SPLITS of the 20 splits",
+    )
+    parser.add_argument(
+        "--first-split",
+        type=int,
+        default=0,
+        help="the first split to run (to share one data set's splits between processes)",
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -584,6 +590,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         options.splits, options.epochs = 2, 2
     if not 1 <= options.splits <= DEFAULT_NUM_SPLITS:
         parser.error(f"--splits must lie in 1..{DEFAULT_NUM_SPLITS}, got {options.splits}")
+    if not 0 <= options.first_split <= DEFAULT_NUM_SPLITS - options.splits:
+        parser.error(
+            f"--first-split {options.first_split} with --splits {options.splits} runs past the "
+            f"{DEFAULT_NUM_SPLITS} splits"
+        )
     for key in ("epochs", "batch_size", "num_samples", "threads"):
         if getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
@@ -626,7 +637,7 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in options.datasets:
         results[dataset] = {}
         for method in options.methods:
-            row = run_method(method, dataset, options.splits, settings)
+            row = run_method(method, dataset, options.splits, settings, options.first_split)
             results[dataset][method] = row
             if output is None:
                 continue
@@ -636,7 +647,12 @@ def main(argv: list[str] | None = None) -> None:
                 "dataset": dataset,
                 "method": method,
                 "smoke": options.smoke,
-                "settings": {**asdict(settings), "splits": options.splits, "hidden_layers": 1},
+                "settings": {
+                    **asdict(settings),
+                    "splits": options.splits,
+                    "first_split": options.first_split,
+                    "hidden_layers": 1,
+                },
                 "rmse": {"mean": row["rmse"][0], "standard_error": row["rmse"][1]},
                 "log_likelihood": {"mean": row["ll"][0], "standard_error": row["ll"][1]},
                 "per_split": row["per_split"],
