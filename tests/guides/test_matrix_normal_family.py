@@ -247,6 +247,12 @@ def test_noisy_pseudo_data_are_redrawn_for_every_weight_of_a_sample_plate():
     assert draws.std(0).mean() > 0.05  # the noise is visible at this size
 
 
+def test_pseudo_data_noise_without_pseudo_data_is_refused():
+    loc, row_var, col_var, a, _ = _pseudo()
+    with pytest.raises(ValueError, match="pseudo_log_alpha perturbs pseudo-data"):
+        LocalReparameterizedMatrixNormal(loc, row_var.log(), col_var.log(), pseudo_log_alpha=(a, a))
+
+
 def test_posterior_samples_of_a_pseudo_data_guide_are_independent_draws():
     # What predict averages over: the draws of one vectorized guide run spread as much as
     # draws of separate guide runs (each perturbing the pseudo-data once).
