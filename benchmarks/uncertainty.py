@@ -209,6 +209,8 @@ class Settings:
     fnp_dim_u: int = 32  # the thesis's (u, z) = (32, 64) for MNIST and CIFAR-10
     fnp_dim_z: int = 64
     fnp_free_bits: float = 1.0  # soft free bits on z, nats per dimension and point
+    #: Reference points the torso is differentiated through per step (None: all of R).
+    fnp_reference_gradient_size: int | None = None
     seed: int = 0
 
 
@@ -488,6 +490,7 @@ def _functional_neural_process(
         dim_z=settings.fnp_dim_z,
         plus=plus,
         free_bits=settings.fnp_free_bits,
+        reference_gradient_size=settings.fnp_reference_gradient_size,
     )
     guide = FunctionalNeuralProcessGuide(model)
     data = DataLoader(rest, batch_size=settings.batch_size, shuffle=True)
@@ -505,6 +508,7 @@ def _functional_neural_process(
             "dim_z": settings.fnp_dim_z,
             "plus": plus,
             "free_bits": settings.fnp_free_bits,
+            "reference_gradient_size": settings.fnp_reference_gradient_size,
             "final_free_bits_weight": model.free_bits_weight.item(),
             "length_scale": model.log_length_scale.exp().item(),
         }
@@ -1000,6 +1004,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"|R|, training images the FNPs hold as their reference set, drawn stratified by "
         f"class (default {defaults.reference_size}; thesis Table 13 tries 50 to 500)",
     )
+    parser.add_argument(
+        "--fnp-reference-gradient-size",
+        type=int,
+        default=None,
+        help="differentiate the FNPs' torso through this many random reference images per step "
+        "(unbiased; default: all of R)",
+    )
     parser.add_argument("--num-train", type=int, default=None, help="use the first NUM_TRAIN")
     parser.add_argument(
         "--num-validation",
@@ -1037,7 +1048,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                 "reference_size"):  # fmt: skip
         if getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
-    for key in ("num_train", "num_test", "num_ood"):
+    for key in ("num_train", "num_test", "num_ood", "fnp_reference_gradient_size"):
         if getattr(options, key) is not None and getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
     if options.num_validation < 0:
@@ -1079,6 +1090,7 @@ def main(argv: list[str] | None = None) -> None:
         mean_field_sampling=options.mean_field_sampling,
         matrix_normal_max_scale=options.matrix_normal_max_scale,
         reference_size=options.reference_size,
+        fnp_reference_gradient_size=options.fnp_reference_gradient_size,
         seed=options.seed,
     )
     run = provenance.run("uncertainty.py", argv, options.threads)

@@ -24,6 +24,12 @@ the bound cancel.  In evaluation mode (after
 ``model.eval()``) the reference set's own graph, latents and likelihood are left out: they do not
 enter the predictive of new points (Eq. 73), and edges are hard.
 
+Every training step runs the torso on all of ``R`` besides the batch, so a step costs about
+``(|R| + B) / B`` deterministic steps of the torso, plus the graphs' ``O(|R|^2 + B |R|)``.
+``reference_gradient_size=k`` keeps the features exact but differentiates the torso through
+``k`` random reference points only, with their gradients scaled by ``|R| / k``
+(:func:`partially_differentiated`, unbiased): the backward pass then covers ``k + B`` images.
+
 The guide is :class:`~pyro_bnn.guides.FunctionalNeuralProcessGuide`: ``u``, the graphs and the
 edges share prior and posterior (their KL terms cancel) and ``z`` has the amortized Gaussian
 ``q(z|x)``.
@@ -32,6 +38,7 @@ edges share prior and posterior (their KL terms cancel) and ``z`` has the amorti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pyro
 import pyro.distributions as dist
@@ -64,6 +71,42 @@ def unscored() -> poutine.MaskMessenger:
     return poutine.mask(mask=False)
 
 
+def partially_differentiated(
+    function: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    k: int,
+    also: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``function(inputs)`` with gradients through its first ``k`` rows only, scaled by
+    ``n / k`` (``n = len(inputs)``); and ``function(also)``, differentiated as usual.
+
+    For rows drawn uniformly at random (shuffle ``inputs`` first), the gradient of any loss
+    ``L(function(inputs))`` is estimated without bias: each row's term ``dL/df_i df_i/dtheta``
+    enters with probability ``k / n`` and weight ``n / k`` (Horvitz and Thompson, 1952).  The
+    values are exact (the other rows go through ``function`` without gradients), so the loss
+    and the gradients of everything after ``function`` are unchanged; only ``function``'s own
+    backward pass shrinks from ``n`` rows to ``k``.
+
+    :param function: row-wise, ``(N, ...) -> (N, F)``.
+    :param inputs: ``(n, ...)``.
+    :param k: the rows differentiated, ``1 <= k <= n``.
+    :param also: ``(B, ...)`` rows to differentiate fully, in the same pass as the first ``k``.
+    :returns: ``(function(inputs), function(also))``, ``(n, F)`` and ``(B, F)`` (``None``
+        without ``also``).
+    """
+    n = len(inputs)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must lie in 1..{n} (the rows), got {k}")
+    first = inputs[:k] if also is None else torch.cat([inputs[:k], also])
+    differentiated = function(first)
+    with torch.no_grad():
+        rest = function(inputs[k:])
+    drawn = differentiated[:k]
+    # Value: drawn exactly (the added term is zero); gradient: n / k times drawn's.
+    drawn = drawn + (drawn - drawn.detach()) * (n / k - 1)
+    return torch.cat([drawn, rest]), (None if also is None else differentiated[k:])
+
+
 class FunctionalNeuralProcess(PyroModule):
     """The FNP (``plus=False``) or FNP+ (``plus=True``) over a feature network.
 
@@ -86,6 +129,11 @@ class FunctionalNeuralProcess(PyroModule):
         ``1.05 * free_bits`` and lowered by 10% below ``free_bits``, in ``[1e-8, 1]``
         (Kingma et al., 2016, as the authors' code does); ``None`` for the plain bound.
     :param output_hidden: hidden units of the regression output network (100 in the thesis).
+    :param reference_gradient_size: ``k``: differentiate the torso through only ``k`` reference
+        points per training step, drawn at random, and scale their gradients by ``|R| / k``
+        (:func:`partially_differentiated`).  The features and the bound are unchanged and the
+        gradient stays unbiased; the torso's backward pass covers ``k + B`` images instead of
+        ``|R| + B``.  ``None`` (the default) differentiates through all of ``R``, as the thesis.
     """
 
     #: The model broadcasts over a leading plate of posterior samples (the graphs' and latents'
@@ -109,6 +157,7 @@ class FunctionalNeuralProcess(PyroModule):
         temperature: float = 0.3,
         free_bits: float | None = 1.0,
         output_hidden: int = 100,
+        reference_gradient_size: int | None = None,
     ):
         super().__init__()
         sizes = {"feature_dim": feature_dim, "num_data": num_data, "dim_u": dim_u,
@@ -124,6 +173,11 @@ class FunctionalNeuralProcess(PyroModule):
         self.dim_u, self.dim_z, self.plus = dim_u, dim_z, plus
         self.temperature, self.free_bits = temperature, free_bits
         self.num_data = num_data
+        self.reference_gradient_size = (
+            None
+            if reference_gradient_size is None
+            else positive_integer("reference_gradient_size", reference_gradient_size)
+        )
         self.torso = torso
         self.embedding = nn.Linear(feature_dim, 2 * dim_u)
         self.inference = nn.Linear(feature_dim, 2 * dim_z)
@@ -196,7 +250,8 @@ class FunctionalNeuralProcess(PyroModule):
     def features(self, x: torch.Tensor, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h_R, h)``: the torso on the reference set and on ``x``.
 
-        In training, one pass over both.  The guide runs first and asks to ``keep`` it; the
+        In training, one pass over both (differentiated through ``reference_gradient_size``
+        random reference points if set).  The guide runs first and asks to ``keep`` it; the
         model, run next on the same batch with the same parameters, takes the kept pass instead
         of running the torso again (and only the next guide call keeps another, so a second
         loss on the same batch gets a fresh pass to differentiate).  Without gradients
@@ -221,11 +276,23 @@ class FunctionalNeuralProcess(PyroModule):
         kept = self.__dict__.pop("_features", None)
         if not keep and kept is not None and kept[0] is x and kept[1] == (x._version, versions):
             return kept[2]
-        h = self.torso(torch.cat([self.reference_x, x.to(self.reference_x)]))
-        result = (h[: self.reference_size], h[self.reference_size :])
+        result = self._training_features(x.to(self.reference_x))
         if keep and self.training:
             self.__dict__["_features"] = (x, (x._version, versions), result)
         return result
+
+    def _training_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h_R, h)`` of one training step: one torso pass over the reference set and ``x``,
+        differentiated through ``reference_gradient_size`` random reference points if set."""
+        size, k = self.reference_size, self.reference_gradient_size
+        if k is None or k >= size:
+            h = self.torso(torch.cat([self.reference_x, x]))
+            return h[:size], h[size:]
+        permutation = torch.randperm(size, device=self.reference_x.device)
+        h_reference, h = partially_differentiated(
+            self.torso, self.reference_x[permutation], k, also=x
+        )
+        return h_reference[permutation.argsort()], h
 
     def embedding_distribution(self, h: torch.Tensor) -> dist.Distribution:
         """``p(u | x) = N(mu_u(h), sigma_u(h)^2)``, event ``(dim_u,)``."""

@@ -25,7 +25,8 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
     single-sample estimate ``log p(z) - log q(z)``.  Pyro's version first evaluates
     ``log p`` and ``log q`` at every site and then discards them wherever a KL exists; for a
     Bayesian network that is two passes over every weight per step, and it forces a weight
-    sample even when local reparameterization never needs one.  This class skips them.
+    sample even when local reparameterization never needs one.  This class skips them, and
+    skips entirely the sites masked out with ``poutine.mask(mask=False)``.
 
     After each call, :attr:`last_terms` holds the two parts of the last estimate, averaged over
     particles, as floats: ``{"data": sum of observed log-likelihoods, "kl": sum of latent KLs}``
@@ -62,9 +63,11 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] != "sample":
                 continue
-            if model_site["infer"].get("_deterministic"):
+            if model_site["infer"].get("_deterministic") or model_site["mask"] is False:
                 # pyro.deterministic records a value (a structured prior's composed weight);
                 # its masked Delta contributes nothing, and evaluating it would draw a sample.
+                # A site under poutine.mask(mask=False) contributes nothing either (the
+                # functional neural process's graphs: tens of thousands of edges a step).
                 continue
             if model_site["is_observed"]:
                 data_term = data_term + self._log_prob_sum(model_site)
@@ -79,7 +82,11 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
                 kl = scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
                 kl_term = kl_term + kl.sum()
         for name, guide_site in guide_trace.nodes.items():
-            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+            if (
+                guide_site["type"] == "sample"
+                and name not in model_trace.nodes
+                and guide_site["mask"] is not False
+            ):
                 # Auxiliary guide variables contribute their entropy term.
                 kl_term = kl_term + self._log_prob_sum(guide_site)
         self.last_terms["data"] += torch_item(data_term) / self.num_particles

@@ -262,3 +262,76 @@ def test_guide_draws_without_gradients_leave_the_free_bits_alone():
     assert torch.equal(model.free_bits_weight, before)
     pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x, y)  # a training step moves it
     assert not torch.equal(model.free_bits_weight, before)
+
+
+def test_partial_differentiation_is_exact_in_value_and_unbiased_in_gradient():
+    from itertools import combinations
+
+    from models.functional_neural_process import partially_differentiated
+
+    torch.manual_seed(0)
+    function = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    inputs, also = torch.randn(5, 3), torch.randn(2, 3)
+    weights = torch.randn(7, 4)
+
+    def loss_and_gradients(rows=None):
+        function.zero_grad()
+        if rows is None:
+            features = function(torch.cat([inputs, also]))
+        else:
+            order = list(rows) + [i for i in range(5) if i not in rows]
+            permutation = torch.tensor(order)
+            drawn, rest = partially_differentiated(function, inputs[permutation], len(rows), also)
+            features = torch.cat([drawn[permutation.argsort()], rest])
+        loss = (features.sin() * weights).sum()  # non-linear in the features
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in function.parameters()]
+
+    full_loss, full = loss_and_gradients()
+    subsets = list(combinations(range(5), 2))
+    average = [torch.zeros_like(g) for g in full]
+    for rows in subsets:
+        loss, gradients = loss_and_gradients(rows)
+        torch.testing.assert_close(loss, full_loss)  # the values are exact
+        assert not all(torch.allclose(g, f) for g, f in zip(gradients, full, strict=True))
+        for total, g in zip(average, gradients):
+            total += g / len(subsets)
+    for a, f in zip(average, full):  # averaged over every draw of 2 of 5 rows: exact
+        torch.testing.assert_close(a, f, rtol=1e-5, atol=1e-6)
+
+
+def test_partial_differentiation_refuses_a_size_outside_the_rows():
+    from models.functional_neural_process import partially_differentiated
+
+    with pytest.raises(ValueError, match="k must lie in 1..3"):
+        partially_differentiated(nn.Identity(), torch.randn(3, 2), 0)
+    with pytest.raises(ValueError, match="reference_gradient_size must be a positive integer"):
+        _regression(reference_gradient_size=0)
+
+
+def test_a_reference_gradient_size_leaves_the_bound_and_the_heads_gradients_unchanged():
+    x, y = torch.randn(4, 2), torch.randn(4)
+
+    def step(size):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)  # the same initial parameters
+        model, guide = _regression(reference=6, reference_gradient_size=size)
+        model.train()
+        pyro.set_rng_seed(1)
+        if size is None:
+            torch.randperm(6)  # the draw of the subset, so that both see the same noise after
+        guide_trace = poutine.trace(guide).get_trace(x, y)
+        # The model uses the guide's torso pass (and so its subset of R).
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+        loss = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
+        loss.backward()
+        heads = [p.grad for name, p in model.named_parameters() if not name.startswith("torso")]
+        torso = [p.grad for p in model.torso.parameters()]
+        return loss.detach(), heads, torso
+
+    full_loss, full_heads, full_torso = step(None)
+    loss, heads, torso = step(2)
+    torch.testing.assert_close(loss, full_loss)
+    for a, b in zip(heads, full_heads):
+        torch.testing.assert_close(a, b)
+    assert not all(torch.allclose(a, b) for a, b in zip(torso, full_torso, strict=True))
