@@ -49,30 +49,37 @@ class FunctionalNeuralProcessGuide(PyroModule):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         model = self.model
         h_reference, h = model.features(x, keep=True)
+        # Computed once per step for the guide and the model (FunctionalNeuralProcess.step_shared).
+        shared = model.step_shared
         reference_plate, data_plate = model.plates(len(x))
         with reference_plate, unscored():
-            u_reference = pyro.sample("reference.u", model.embedding_distribution(h_reference))
+            u_reference = pyro.sample(
+                "reference.u", shared("reference.u", model.embedding_distribution, h_reference)
+            )
         if not model.training:
             return
         with data_plate, unscored():
-            u = pyro.sample("u", model.embedding_distribution(h))
-            parents = pyro.sample("parents", model.parents_distribution(u, u_reference))
+            u = pyro.sample("u", shared("u", model.embedding_distribution, h))
+            parents = pyro.sample(
+                "parents", shared("parents", model.parents_distribution, u, u_reference)
+            )
         with unscored():
-            dag = pyro.sample("reference.dag", model.dag_distribution(u_reference))
+            dag = pyro.sample(
+                "reference.dag", shared("reference.dag", model.dag_distribution, u_reference)
+            )
         posterior = model.inference_distribution(h)
         posterior_reference = model.inference_distribution(h_reference)
-        messages = model.messages(h_reference)
         if model.free_bits is not None and torch.is_grad_enabled():
             # Only a training step moves the controller (a diagnostic draw under no_grad
             # leaves the model as it was), and only when free bits are on is the KL needed.
+            # The conditional priors are the model's, kept for it.
+            messages = shared("messages", model.messages, h_reference)
+            prior = shared("z", model.conditional_prior, parents, messages)
+            prior_reference = shared("reference.z", model.conditional_prior, dag, messages)
             with torch.no_grad():
                 kl = (
-                    torch.distributions.kl_divergence(
-                        posterior, model.conditional_prior(parents, messages)
-                    ).sum()
-                    + torch.distributions.kl_divergence(
-                        posterior_reference, model.conditional_prior(dag, messages)
-                    ).sum()
+                    torch.distributions.kl_divergence(posterior, prior).sum()
+                    + torch.distributions.kl_divergence(posterior_reference, prior_reference).sum()
                 )
             model.update_free_bits(kl, len(x) + model.reference_size)
         with poutine.scale(scale=model.free_bits_weight):

@@ -279,6 +279,31 @@ class FunctionalNeuralProcess(PyroModule):
         result = self._training_features(x.to(self.reference_x))
         if keep and self.training:
             self.__dict__["_features"] = (x, (x._version, versions), result)
+            self.__dict__["_step_memo"] = {}
+        return result
+
+    def step_shared(self, name: str, compute: Callable, *inputs):
+        """``compute(*inputs)``, computed once per training step for the guide and the model.
+
+        The guide runs first and computes the graphs' distributions, the messages and the
+        conditional priors of its draws; the model, replaying those draws, passes the very same
+        tensors and gets the guide's results instead of computing them again (most are only
+        the distributions of sites both leave out of the bound).  Results are matched by the
+        identity of their inputs and kept for one step: the guide's pass of the torso starts a
+        step, the end of the model's ``forward`` ends it.  Outside a step, or for a draw the
+        model makes itself, ``compute`` runs as usual.
+
+        :param name: the call site (one result is kept per name).
+        """
+        memo = self.__dict__.get("_step_memo")
+        if memo is None:
+            return compute(*inputs)
+        kept = memo.get(name)
+        if kept is not None and len(kept[0]) == len(inputs):
+            if all(a is b for a, b in zip(kept[0], inputs, strict=True)):
+                return kept[1]
+        result = compute(*inputs)
+        memo[name] = (inputs, result)
         return result
 
     def _training_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,25 +407,39 @@ class FunctionalNeuralProcess(PyroModule):
         """
         if x.shape[1:] != self.reference_x.shape[1:]:
             self.check_inputs(x)
+        try:
+            return self._model(x, y)
+        finally:
+            self.__dict__.pop("_step_memo", None)  # the end of a training step
+
+    def _model(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h_reference, h = self.features(x)
+        shared = self.step_shared
         reference_plate, data_plate = self.plates(len(x))
         with reference_plate, unscored():
-            u_reference = pyro.sample("reference.u", self.embedding_distribution(h_reference))
-        messages = self.messages(h_reference)
+            u_reference = pyro.sample(
+                "reference.u", shared("reference.u", self.embedding_distribution, h_reference)
+            )
+        messages = shared("messages", self.messages, h_reference)
         weight = self.free_bits_weight
         with data_plate, unscored():
-            u = pyro.sample("u", self.embedding_distribution(h))
-            parents = pyro.sample("parents", self.parents_distribution(u, u_reference))
+            u = pyro.sample("u", shared("u", self.embedding_distribution, h))
+            parents = pyro.sample(
+                "parents", shared("parents", self.parents_distribution, u, u_reference)
+            )
         if self.training:
             with unscored():
-                dag = pyro.sample("reference.dag", self.dag_distribution(u_reference))
+                dag = pyro.sample(
+                    "reference.dag", shared("reference.dag", self.dag_distribution, u_reference)
+                )
         # The guide's order: embeddings and graphs, then the latents.
         with data_plate, poutine.scale(scale=weight):
-            z = pyro.sample("z", self.conditional_prior(parents, messages))
+            z = pyro.sample("z", shared("z", self.conditional_prior, parents, messages))
         if self.training:
             with reference_plate:
                 with poutine.scale(scale=weight):
-                    z_reference = pyro.sample("reference.z", self.conditional_prior(dag, messages))
+                    prior = shared("reference.z", self.conditional_prior, dag, messages)
+                    z_reference = pyro.sample("reference.z", prior)
                 pyro.sample(
                     "reference.y", self.likelihood(z_reference, u_reference),
                     obs=self.reference_y,

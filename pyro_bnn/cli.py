@@ -7,8 +7,9 @@ group normal-Jeffreys and group horseshoe priors; ``l0``: hard-concrete gates wi
 expected-L0 penalty; ``spike-and-slab``: group spike-and-slab; ``sbp``: structured Bayesian
 pruning), with a functional neural process (``fnp``, ``fnp+``: a prior over functions, also
 on the toy regressions ``toy-cubic`` and ``toy-sinusoid``; ``--reference-size``, ``--dim-u`` and
-``--dim-z`` default to the thesis's settings), or deterministically (the baseline with the same
-budget), evaluates it and writes into the output directory:
+``--dim-z`` default to the thesis's settings, ``--reference-gradient-size`` trades gradient noise
+for a cheaper step), or deterministically (the baseline with the same budget), evaluates it and
+writes into the output directory:
 
 - ``checkpoint.pt``: model, guide and optimizer (sparse VD) or the network (deterministic), with
   the options of the run;
@@ -288,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dim-u", type=int, default=None, help="fnp, fnp+: embedding size (default 32 or 3)"
     )
     train.add_argument(
+        "--reference-gradient-size",
+        type=int,
+        default=None,
+        help="fnp, fnp+: differentiate the feature network through this many random reference "
+        "points per step, an unbiased and cheaper gradient (default: all of them)",
+    )
+    train.add_argument(
         "--dim-z", type=int, default=None, help="fnp, fnp+: latent size (default 64, 10 or 50)"
     )
     train.add_argument("--num-samples", type=int, default=100, help="posterior samples at test")
@@ -491,7 +499,7 @@ def _check_arguments(args) -> None:
             "--resume continues Bayesian runs; the deterministic baseline keeps no optimizer "
             "state to continue from"
         )
-    fnp_options = ("reference_size", "dim_u", "dim_z")
+    fnp_options = ("reference_size", "dim_u", "dim_z", "reference_gradient_size")
     for name in fnp_options:
         value = getattr(args, name)
         if value is not None and args.method not in FNP_METHODS:
@@ -947,6 +955,7 @@ def _train(args) -> dict | None:
         defaults = cli_fnp.sizes(splits.name)
         for name, default in zip(("dim_u", "dim_z", "reference_size"), defaults, strict=True):
             settings[name] = getattr(args, name) or default
+        settings["reference_gradient_size"] = args.reference_gradient_size
         if settings["reference_size"] >= len(train_set):
             raise ValueError(
                 f"--reference-size {settings['reference_size']} leaves none of the "
@@ -992,7 +1001,8 @@ def _train(args) -> dict | None:
         if not main:
             return None
         result["train_seconds"] = time.perf_counter() - started
-        result.update({key: settings[key] for key in ("dim_u", "dim_z", "reference_size")})
+        sizes = ("dim_u", "dim_z", "reference_size", "reference_gradient_size")
+        result.update({key: settings[key] for key in sizes})
         plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
         atomic_write_json(os.path.join(args.output, "metrics.json"), result)
         result["output"] = args.output

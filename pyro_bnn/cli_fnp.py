@@ -59,7 +59,8 @@ def build(run: dict, splits, net: nn.Module | None, train_set: TensorDataset):
     """``(model, guide, the points outside the reference set)`` of a run's settings.
 
     :param run: the run's settings: ``method``, ``seed``, ``dim_u``, ``dim_z``,
-        ``reference_size`` and, for regression, ``y_mean`` and ``y_std``.
+        ``reference_size``, ``reference_gradient_size`` (absent in older runs: all of ``R``)
+        and, for regression, ``y_mean`` and ``y_std``.
     """
     from pyro_bnn.guides import FunctionalNeuralProcessGuide
     from pyro_bnn.models import FunctionalNeuralProcess, split_reference_set
@@ -73,7 +74,8 @@ def build(run: dict, splits, net: nn.Module | None, train_set: TensorDataset):
     options = {"num_classes": splits.num_classes} if classification else {}
     model = FunctionalNeuralProcess(
         features, width, x_r, y_r, len(rest), dim_u=run["dim_u"], dim_z=run["dim_z"],
-        plus=run["method"] == "fnp+", free_bits=free_bits(splits.task, run["method"]), **options,
+        plus=run["method"] == "fnp+", free_bits=free_bits(splits.task, run["method"]),
+        reference_gradient_size=run.get("reference_gradient_size"), **options,
     )  # fmt: skip
     return model, FunctionalNeuralProcessGuide(model), rest
 

@@ -40,12 +40,14 @@ def test_fnp_plus_on_the_digits(tmp_path):
     output = tmp_path / "fnp-plus"
     arguments = ["train", "--method", "fnp+", "--data", "digits", "--epochs", "1",
                  "--train-subset", "200", "--reference-size", "30", "--dim-u", "4", "--dim-z",
-                 "8", "--num-samples", "5", "--quiet", "--output", str(output)]  # fmt: skip
+                 "8", "--reference-gradient-size", "10", "--num-samples", "5", "--quiet",
+                 "--output", str(output)]  # fmt: skip
     code, out, err = run(arguments)
     assert code == 0, err
     assert out.startswith("fnp+ lenet-300-100 on digits, 1 epoch")
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["reference_size"] == 30 and 0 <= metrics["test"]["error"] <= 1
+    assert metrics["reference_gradient_size"] == 10
 
 
 def test_fnp_runs_refuse_what_does_not_apply(cubic_run, tmp_path):
@@ -59,6 +61,9 @@ def test_fnp_runs_refuse_what_does_not_apply(cubic_run, tmp_path):
     code, _, err = run(["train", "--method", "sparse-vd", "--reference-size", "5",
                         "--output", str(tmp_path / "b")])  # fmt: skip
     assert code == 2 and "--reference-size applies to --method fnp and fnp+ only" in err
+    code, _, err = run(["train", "--method", "fnp", "--reference-gradient-size", "0",
+                        "--output", str(tmp_path / "d")])  # fmt: skip
+    assert code == 2 and "--reference-gradient-size must be at least 1, got 0" in err
     code, _, err = run(["train", "--method", "fnp", "--data", "toy-cubic", "--reference-size",
                         "20", "--output", str(tmp_path / "c")])  # fmt: skip
     assert code == 2 and "leaves none of the 20 training points" in err

@@ -335,3 +335,39 @@ def test_a_reference_gradient_size_leaves_the_bound_and_the_heads_gradients_unch
     for a, b in zip(heads, full_heads):
         torch.testing.assert_close(a, b)
     assert not all(torch.allclose(a, b) for a, b in zip(torso, full_torso, strict=True))
+
+
+def test_the_model_reuses_the_guides_graphs_and_priors_within_a_step():
+    model, guide = _classifier()
+    model.train()
+    x, y = torch.randn(5, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1])
+    names = ("embedding_distribution", "parents_distribution", "dag_distribution", "messages",
+             "conditional_prior")  # fmt: skip
+    calls = dict.fromkeys(names, 0)
+
+    def counted(name):
+        method = getattr(model, name)
+
+        def wrapper(*args):
+            calls[name] += 1
+            return method(*args)
+
+        return wrapper
+
+    for name in names:
+        setattr(model, name, counted(name))
+
+    def step():
+        guide_trace = poutine.trace(guide).get_trace(x, y)
+        poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+        return guide_trace
+
+    guide_trace = step()
+    # Each computed once, by the guide: two embeddings, one graph of each kind, two priors.
+    assert calls == {"embedding_distribution": 2, "parents_distribution": 1,
+                     "dag_distribution": 1, "messages": 1, "conditional_prior": 2}  # fmt: skip
+    assert "_step_memo" not in model.__dict__  # the step ended with the model
+    # Run again without the guide, the model computes its own: nothing was kept.
+    poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    assert calls == {"embedding_distribution": 4, "parents_distribution": 2,
+                     "dag_distribution": 2, "messages": 2, "conditional_prior": 4}  # fmt: skip
