@@ -15,6 +15,10 @@ repetition times one step of each of these, in turn, so that all see the same ma
   the model's parameters) of the FNP and the FNP+ with ``|R|`` reference images and a batch of
   ``B`` others, ``(u, z) = (32, 64)``, on LeNet-5-Caffe's features (the network up to its
   500-unit layer and a ReLU);
+- ``fnp-partial`` and ``fnp-plus-partial``: the same steps with ``reference_gradient_size=k``
+  (``--reference-gradient-size``, default 25): the features of all of ``R`` computed, the
+  torso differentiated through ``k`` random reference images and the batch (an unbiased
+  gradient, :func:`~pyro_bnn.models.functional_neural_process.partially_differentiated`);
 
 and, to show where the FNP's step goes:
 
@@ -37,6 +41,7 @@ one JSON line (with :func:`provenance.run`) to ``benchmarks/results.jsonl`` (``-
     python benchmarks/fnp_cost.py
     python benchmarks/fnp_cost.py --threads 1 --repeats 50
     python benchmarks/fnp_cost.py --reference-size 100 --batch-size 100
+    python benchmarks/fnp_cost.py --threads 1 --reference-gradient-size 10
     python benchmarks/fnp_cost.py --smoke
 """
 

@@ -28,9 +28,12 @@ def test_smoke_run_times_every_step_and_records_it(tmp_path, capsys):
     assert set(saved["median_ms"]) == set(fnp_cost.KINDS)
     assert all(len(times) == 3 for times in saved["times_ms"].values())
     assert saved["ratio_to_deterministic"]["deterministic"] == pytest.approx(1.0)
-    assert saved["target_holds"] == all(
-        saved["ratio_to_deterministic"][name] <= 3 for name in ("fnp", "fnp-plus")
-    )
+    assert saved["target_holds"] == {
+        name: saved["ratio_to_deterministic"][name] <= 3 for name in fnp_cost.FNP_KINDS
+    }
+    assert saved["settings"]["reference_gradient_size"] == 5
+    assert "| fnp-partial | 30 (15 differentiated) |" in printed
+    assert "through 5 random points of R (reference_gradient_size)" in printed
     # A ratio of two medians of three noisy timings: under load the torso alone can time
     # slower than the whole step, so only its sign and finiteness are checked.
     assert 0 < saved["breakdown"]["fnp"]["torso_share"] < float("inf")
@@ -52,3 +55,6 @@ def test_bad_options_are_refused(capsys):
     with pytest.raises(SystemExit):
         fnp_cost.parse_arguments(["--reference-size", "0"])
     assert "--reference-size must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        fnp_cost.parse_arguments(["--reference-gradient-size", "0"])
+    assert "--reference-gradient-size must be a positive integer" in capsys.readouterr().err

@@ -151,6 +151,7 @@ def test_smoke_run_end_to_end(tmp_path, write_mnist_files, capsys):
         assert record["settings"]["reference_size"] == 5
         assert details["reference_size"] == 5 and details["num_data"] == 15
         assert (details["dim_u"], details["dim_z"], details["free_bits"]) == (32, 64, 1.0)
+        assert details["reference_gradient_size"] is None  # all of R by default
         assert sum(details["reference_class_counts"]) == 5
         assert math.isfinite(record["results"]["mean_ood_entropy"])
     # Stratified: the five-class protocol's reference set has one image of each class.
@@ -194,6 +195,13 @@ def test_reference_size_must_leave_training_images(tmp_path, write_mnist_files, 
     with pytest.raises(SystemExit):
         uncertainty.main(arguments)
     assert "--reference-size (20) must be smaller than --num-train (20)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        uncertainty.parse_arguments([*arguments, "--fnp-reference-gradient-size", "0"])
+    assert "--fnp-reference-gradient-size must be a positive integer" in capsys.readouterr().err
+    parsed = uncertainty.parse_arguments(
+        [*arguments[:-1], "5", "--fnp-reference-gradient-size", "2"]
+    )
+    assert parsed.fnp_reference_gradient_size == 2
     # Without the FNPs the size does not matter.
     assert uncertainty.parse_arguments([*arguments, "--methods", "flow"]).reference_size == 20
     experiment = uncertainty.prepare_experiment(_labelled(60), _labelled(20), num_validation=10)
