@@ -377,16 +377,16 @@ def verdict(summary: dict, gradient_size: int) -> str:
         word = "HOLDS" if all(holds[name] for name in names) else "DOES NOT HOLD"
         return f"{word}: fnp {ratio[names[0]]:.2f}x and fnp-plus {ratio[names[1]]:.2f}x"
 
-    text = (
+    return (
         f"differentiating the torso through all of R, {pair('')} the deterministic step; "
         f"through {gradient_size} random points of R (reference_gradient_size), "
-        f"{pair('-partial')} (target <= {TARGET_RATIO:g}x). Breakdown: the torso alone on R+B images is "
-        f"{ratio['torso']:.2f}x the deterministic step ({100 * parts['fnp']['torso_share']:.0f}% "
-        f"of the fnp step), the graph/latent part {ratio['fnp-graph']:.2f}x "
+        f"{pair('-partial')} (target <= {TARGET_RATIO:g}x). Breakdown: the torso alone on R+B "
+        f"images is {ratio['torso']:.2f}x the deterministic step "
+        f"({100 * parts['fnp']['torso_share']:.0f}% of the fnp step), the graph/latent part "
+        f"{ratio['fnp-graph']:.2f}x "
         f"({100 * parts['fnp']['graph_share']:.0f}%); the deterministic step on R+B images is "
         f"{ratio['deterministic-R+B']:.2f}x."
     )
-    return text
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -474,9 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"differences (N, |R|, {options.dim_u}) of the RBF kernels "
         f"({100 * profile['dag_pairwise_share']:.0f}% on the DAG's, N = |R|)"
     )
-    print(
-        f"\nTarget (an FNP step <= {TARGET_RATIO:g}x the deterministic step): {verdict(summary, gradient_size)}"
-    )
+    target = f"an FNP step <= {TARGET_RATIO:g}x the deterministic step"
+    print(f"\nTarget ({target}): {verdict(summary, gradient_size)}")
     record = {
         "benchmark": "fnp_cost",
         **run,

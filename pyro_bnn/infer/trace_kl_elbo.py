@@ -26,7 +26,8 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
     ``log p`` and ``log q`` at every site and then discards them wherever a KL exists; for a
     Bayesian network that is two passes over every weight per step, and it forces a weight
     sample even when local reparameterization never needs one.  This class skips them, and
-    skips entirely the sites masked out with ``poutine.mask(mask=False)``.
+    skips entirely the sites masked out with ``poutine.mask(mask=False)`` (in both the model
+    and the guide for a latent site).
 
     After each call, :attr:`last_terms` holds the two parts of the last estimate, averaged over
     particles, as floats: ``{"data": sum of observed log-likelihoods, "kl": sum of latent KLs}``
@@ -63,16 +64,20 @@ class TraceKL_ELBO(TraceMeanField_ELBO):
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] != "sample":
                 continue
-            if model_site["infer"].get("_deterministic") or model_site["mask"] is False:
+            if model_site["infer"].get("_deterministic"):
                 # pyro.deterministic records a value (a structured prior's composed weight);
                 # its masked Delta contributes nothing, and evaluating it would draw a sample.
-                # A site under poutine.mask(mask=False) contributes nothing either (the
-                # functional neural process's graphs: tens of thousands of edges a step).
                 continue
             if model_site["is_observed"]:
-                data_term = data_term + self._log_prob_sum(model_site)
+                if model_site["mask"] is not False:
+                    data_term = data_term + self._log_prob_sum(model_site)
                 continue
             guide_site = guide_trace.nodes[name]
+            if model_site["mask"] is False and guide_site["mask"] is False:
+                # Masked out on both sides (poutine.mask(mask=False)), the site contributes
+                # nothing: the functional neural process's graphs, tens of thousands of edges
+                # a step, whose densities would be evaluated only to be multiplied by zero.
+                continue
             try:
                 kl = kl_divergence(guide_site["fn"], model_site["fn"])
             except NotImplementedError:

@@ -156,6 +156,51 @@ def test_unbiased_where_no_kl_is_registered():
     assert abs(losses.mean().item() - exact) < NUM_SE * standard_error
 
 
+class Unevaluable(dist.StudentT):
+    """A Student's t (no KL registered) whose density must not be evaluated."""
+
+    def log_prob(self, value):
+        raise AssertionError("the density of a site masked out was evaluated")
+
+
+def test_sites_masked_out_on_both_sides_are_not_evaluated():
+    x = torch.randn(6, dtype=torch.float64)
+
+    def model(masked):
+        loc = pyro.sample("loc", dist.Normal(f64(0.0), 1.0))
+        with pyro.poutine.mask(mask=False):
+            pyro.sample("graph", masked(3.0, f64(0.0), 1.0).expand([5, 5]).to_event(2))
+            pyro.sample("ignored", masked(3.0, loc, 1.0), obs=f64(0.5))
+        with pyro.plate("data", 6):
+            pyro.sample("obs", dist.Normal(loc, 1.0), obs=x)
+
+    def guide(masked):
+        pyro.sample("loc", dist.Normal(pyro.param("q_loc", f64(0.3)), 0.5))
+        with pyro.poutine.mask(mask=False):
+            pyro.sample("graph", masked(3.0, f64(0.0), 1.0).expand([5, 5]).to_event(2))
+
+    pyro.set_rng_seed(0)
+    expected = TraceMeanField_ELBO().loss(model, guide, dist.StudentT)
+    pyro.set_rng_seed(0)
+    assert TraceKL_ELBO().loss(model, guide, Unevaluable) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_site_masked_in_the_model_only_keeps_the_guides_term():
+    def model():
+        with pyro.poutine.mask(mask=False):
+            pyro.sample("z", ScaleMixtureNormal(f64([0.5]), f64([1.0]), f64([0.3])))
+
+    def guide():
+        pyro.sample("z", dist.Normal(f64([0.2]), 0.5))
+
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        expected = TraceMeanField_ELBO().loss(model, guide)
+        pyro.set_rng_seed(seed)
+        assert TraceKL_ELBO().loss(model, guide) == pytest.approx(expected, rel=1e-12)
+        assert expected != 0  # log q(z), the guide's term, is kept
+
+
 # --------------------------------------------------------------------------- term bookkeeping
 
 

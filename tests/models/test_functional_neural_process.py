@@ -294,9 +294,9 @@ def test_partial_differentiation_is_exact_in_value_and_unbiased_in_gradient():
         loss, gradients = loss_and_gradients(rows)
         torch.testing.assert_close(loss, full_loss)  # the values are exact
         assert not all(torch.allclose(g, f) for g, f in zip(gradients, full, strict=True))
-        for total, g in zip(average, gradients):
+        for total, g in zip(average, gradients, strict=True):
             total += g / len(subsets)
-    for a, f in zip(average, full):  # averaged over every draw of 2 of 5 rows: exact
+    for a, f in zip(average, full, strict=True):  # averaged over every draw of 2 of 5 rows: exact
         torch.testing.assert_close(a, f, rtol=1e-5, atol=1e-6)
 
 
@@ -332,7 +332,7 @@ def test_a_reference_gradient_size_leaves_the_bound_and_the_heads_gradients_unch
     full_loss, full_heads, full_torso = step(None)
     loss, heads, torso = step(2)
     torch.testing.assert_close(loss, full_loss)
-    for a, b in zip(heads, full_heads):
+    for a, b in zip(heads, full_heads, strict=True):
         torch.testing.assert_close(a, b)
     assert not all(torch.allclose(a, b) for a, b in zip(torso, full_torso, strict=True))
 
