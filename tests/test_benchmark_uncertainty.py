@@ -232,3 +232,15 @@ def test_matrix_normal_cap_reaches_the_guide(tmp_path, write_mnist_files, capsys
     (record,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert record["details"]["max_scale"] == 0.5
     assert record["settings"]["matrix_normal_max_scale"] == 0.5
+
+
+def test_fnp_reference_gradient_size_reaches_the_model(tmp_path, write_mnist_files):
+    root = write_mnist_files(tmp_path / "fashion", num_images=40)
+    output = tmp_path / "results.jsonl"
+    uncertainty.main(["--smoke", "--data-root", str(root), "--num-train", "20",
+                      "--num-validation", "0", "--num-test", "10", "--num-ood", "4",
+                      "--num-samples", "2", "--reference-size", "5", "--output", str(output),
+                      "--methods", "fnp-plus", "--fnp-reference-gradient-size", "2"])  # fmt: skip
+    (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert record["details"]["reference_gradient_size"] == 2
+    assert record["settings"]["fnp_reference_gradient_size"] == 2
