@@ -133,7 +133,8 @@ class FunctionalNeuralProcess(PyroModule):
         points per training step, drawn at random, and scale their gradients by ``|R| / k``
         (:func:`partially_differentiated`).  The features and the bound are unchanged and the
         gradient stays unbiased; the torso's backward pass covers ``k + B`` images instead of
-        ``|R| + B``.  ``None`` (the default) differentiates through all of ``R``, as the thesis.
+        ``|R| + B``.  ``None`` (the default), or ``k >= |R|``, differentiates through all of
+        ``R``, as the thesis.
     """
 
     #: The model broadcasts over a leading plate of posterior samples (the graphs' and latents'
@@ -260,9 +261,10 @@ class FunctionalNeuralProcess(PyroModule):
         only ``x`` goes through the torso: a predictive over many chunks of inputs pays for the
         reference set once.
         """
-        versions = (self.reference_x._version, self.training,
-                    tuple(parameter._version for parameter in self.torso.parameters()))  # fmt: skip
         if not torch.is_grad_enabled():
+            self.__dict__.pop("_step_memo", None)  # a pass without gradients is not a step
+            torso = tuple(parameter._version for parameter in self.torso.parameters())
+            versions = (self.reference_x._version, self.training, torso)
             # Keyed by the torso's values, not only their versions: a fused optimizer updates
             # parameters in place without bumping their version counters.
             state = [tensor.detach() for tensor in self.torso.state_dict().values()]
@@ -273,12 +275,18 @@ class FunctionalNeuralProcess(PyroModule):
                 cached = (versions, fingerprint, self.torso(self.reference_x))
                 self.__dict__["_reference_features"] = cached
             return cached[2], self.torso(x.to(self.reference_x))
+        # The kept pass, and the guide's results kept with it (step_shared), serve the model
+        # only while nothing they depend on has changed: the batch, the reference set, the
+        # mode and every parameter of the model (the heads and the kernel's too).
+        step = (x._version, self.reference_x._version, self.training,
+                tuple(parameter._version for parameter in self.parameters()))  # fmt: skip
         kept = self.__dict__.pop("_features", None)
-        if not keep and kept is not None and kept[0] is x and kept[1] == (x._version, versions):
+        if not keep and kept is not None and kept[0] is x and kept[1] == step:
             return kept[2]
+        self.__dict__.pop("_step_memo", None)
         result = self._training_features(x.to(self.reference_x))
         if keep and self.training:
-            self.__dict__["_features"] = (x, (x._version, versions), result)
+            self.__dict__["_features"] = (x, step, result)
             self.__dict__["_step_memo"] = {}
         return result
 
@@ -290,8 +298,9 @@ class FunctionalNeuralProcess(PyroModule):
         tensors and gets the guide's results instead of computing them again (most are only
         the distributions of sites both leave out of the bound).  Results are matched by the
         identity of their inputs and kept for one step: the guide's pass of the torso starts a
-        step, the end of the model's ``forward`` ends it.  Outside a step, or for a draw the
-        model makes itself, ``compute`` runs as usual.
+        step, the end of the model's ``forward`` ends it, and so does any pass of the torso that
+        cannot reuse the guide's (another batch, a changed parameter; :meth:`features`).
+        Outside a step, or for a draw the model makes itself, ``compute`` runs as usual.
 
         :param name: the call site (one result is kept per name).
         """

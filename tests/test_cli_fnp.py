@@ -64,6 +64,7 @@ def test_fnp_runs_refuse_what_does_not_apply(cubic_run, tmp_path):
     code, _, err = run(["train", "--method", "fnp", "--reference-gradient-size", "0",
                         "--output", str(tmp_path / "d")])  # fmt: skip
     assert code == 2 and "--reference-gradient-size must be at least 1, got 0" in err
+    assert not (tmp_path / "d").exists()
     code, _, err = run(["train", "--method", "fnp", "--data", "toy-cubic", "--reference-size",
                         "20", "--output", str(tmp_path / "c")])  # fmt: skip
     assert code == 2 and "leaves none of the 20 training points" in err

@@ -371,3 +371,10 @@ def test_the_model_reuses_the_guides_graphs_and_priors_within_a_step():
     poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
     assert calls == {"embedding_distribution": 4, "parents_distribution": 2,
                      "dag_distribution": 2, "messages": 2, "conditional_prior": 4}  # fmt: skip
+    # A parameter changed between the guide and the model: nothing the guide kept is reused.
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    with torch.no_grad():
+        model.log_length_scale.add_(0.5)
+    poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    assert calls == {"embedding_distribution": 8, "parents_distribution": 4,
+                     "dag_distribution": 4, "messages": 4, "conditional_prior": 8}  # fmt: skip
