@@ -211,6 +211,8 @@ class Settings:
     fnp_free_bits: float = 1.0  # soft free bits on z, nats per dimension and point
     #: Reference points the torso is differentiated through per step (None: all of R).
     fnp_reference_gradient_size: int | None = None
+    #: Reference points each step trains on, drawn at random (None: all of R).
+    fnp_reference_subsample_size: int | None = None
     seed: int = 0
 
 
@@ -491,6 +493,7 @@ def _functional_neural_process(
         plus=plus,
         free_bits=settings.fnp_free_bits,
         reference_gradient_size=settings.fnp_reference_gradient_size,
+        reference_subsample_size=settings.fnp_reference_subsample_size,
     )
     guide = FunctionalNeuralProcessGuide(model)
     data = DataLoader(rest, batch_size=settings.batch_size, shuffle=True)
@@ -509,6 +512,7 @@ def _functional_neural_process(
             "plus": plus,
             "free_bits": settings.fnp_free_bits,
             "reference_gradient_size": settings.fnp_reference_gradient_size,
+            "reference_subsample_size": settings.fnp_reference_subsample_size,
             "final_free_bits_weight": model.free_bits_weight.item(),
             "length_scale": model.log_length_scale.exp().item(),
         }
@@ -1011,6 +1015,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="differentiate the FNPs' torso through this many random reference images per step "
         "(unbiased; default: all of R)",
     )
+    parser.add_argument(
+        "--fnp-reference-subsample-size",
+        type=int,
+        default=None,
+        help="train the FNPs on this many random reference images per step, their terms "
+        "scaled up to R's (the thesis's biased alternative; default: all of R)",
+    )
     parser.add_argument("--num-train", type=int, default=None, help="use the first NUM_TRAIN")
     parser.add_argument(
         "--num-validation",
@@ -1048,7 +1059,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                 "reference_size"):  # fmt: skip
         if getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
-    for key in ("num_train", "num_test", "num_ood", "fnp_reference_gradient_size"):
+    for key in ("num_train", "num_test", "num_ood", "fnp_reference_gradient_size",
+                "fnp_reference_subsample_size"):  # fmt: skip
         if getattr(options, key) is not None and getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
     if options.num_validation < 0:
@@ -1091,6 +1103,7 @@ def main(argv: list[str] | None = None) -> None:
         matrix_normal_max_scale=options.matrix_normal_max_scale,
         reference_size=options.reference_size,
         fnp_reference_gradient_size=options.fnp_reference_gradient_size,
+        fnp_reference_subsample_size=options.fnp_reference_subsample_size,
         seed=options.seed,
     )
     run = provenance.run("uncertainty.py", argv, options.threads)

@@ -48,10 +48,10 @@ class FunctionalNeuralProcessGuide(PyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         model = self.model
-        h_reference, h = model.features(x, keep=True)
+        h_reference, h, index = model.features(x, keep=True)
         # Computed once per step for the guide and the model (FunctionalNeuralProcess.step_shared).
         shared = model.step_shared
-        reference_plate, data_plate = model.plates(len(x))
+        reference_plate, data_plate = model.plates(len(x), index)
         with reference_plate, unscored():
             u_reference = pyro.sample(
                 "reference.u", shared("reference.u", model.embedding_distribution, h_reference)
@@ -73,7 +73,7 @@ class FunctionalNeuralProcessGuide(PyroModule):
             # Only a training step moves the controller (a diagnostic draw under no_grad
             # leaves the model as it was), and only when free bits are on is the KL needed.
             # The conditional priors are the model's, kept for it.
-            messages = shared("messages", model.messages, h_reference)
+            messages = shared("messages", model.messages, h_reference, index)
             prior = shared("z", model.conditional_prior, parents, messages)
             prior_reference = shared("reference.z", model.conditional_prior, dag, messages)
             with torch.no_grad():
@@ -81,7 +81,7 @@ class FunctionalNeuralProcessGuide(PyroModule):
                     torch.distributions.kl_divergence(posterior, prior).sum()
                     + torch.distributions.kl_divergence(posterior_reference, prior_reference).sum()
                 )
-            model.update_free_bits(kl, len(x) + model.reference_size)
+            model.update_free_bits(kl, len(x) + len(h_reference))
         with poutine.scale(scale=model.free_bits_weight):
             with data_plate:
                 pyro.sample("z", posterior)

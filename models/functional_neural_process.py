@@ -135,6 +135,12 @@ class FunctionalNeuralProcess(PyroModule):
         gradient stays unbiased; the torso's backward pass covers ``k + B`` images instead of
         ``|R| + B``.  ``None`` (the default), or ``k >= |R|``, differentiates through all of
         ``R``, as the thesis.
+    :param reference_subsample_size: ``m``: train each step on ``m`` reference points drawn at
+        random instead of all of ``R``: the reference set's terms of the bound (``L_R``) are
+        scaled by ``|R| / m`` and the batch's parents are drawn from the ``m`` points only.  The
+        thesis's cheaper alternative (App. 10.3.4: "subsample also the reference set and just
+        reweigh appropriately L_R"); its gradient is biased.  Prediction always uses all of
+        ``R``.  ``None`` (the default), or ``m >= |R|``, trains on all of ``R``.
     """
 
     #: The model broadcasts over a leading plate of posterior samples (the graphs' and latents'
@@ -159,6 +165,7 @@ class FunctionalNeuralProcess(PyroModule):
         free_bits: float | None = 1.0,
         output_hidden: int = 100,
         reference_gradient_size: int | None = None,
+        reference_subsample_size: int | None = None,
     ):
         super().__init__()
         sizes = {"feature_dim": feature_dim, "num_data": num_data, "dim_u": dim_u,
@@ -178,6 +185,11 @@ class FunctionalNeuralProcess(PyroModule):
             None
             if reference_gradient_size is None
             else positive_integer("reference_gradient_size", reference_gradient_size)
+        )
+        self.reference_subsample_size = (
+            None
+            if reference_subsample_size is None
+            else positive_integer("reference_subsample_size", reference_subsample_size)
         )
         self.torso = torso
         self.embedding = nn.Linear(feature_dim, 2 * dim_u)
@@ -248,8 +260,14 @@ class FunctionalNeuralProcess(PyroModule):
 
     # ------------------------------------------------------------- shared computations
 
-    def features(self, x: torch.Tensor, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h_R, h)``: the torso on the reference set and on ``x``.
+    def features(
+        self, x: torch.Tensor, keep: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(h_R, h, index)``: the torso on the reference set and on ``x``, and which reference
+        points ``h_R`` holds (``None``: all of ``R``, in order).
+
+        In training with ``reference_subsample_size`` set, ``h_R`` holds that many reference
+        points drawn at random, ``index`` their positions in ``R``.
 
         In training, one pass over both (differentiated through ``reference_gradient_size``
         random reference points if set).  The guide runs first and asks to ``keep`` it; the
@@ -274,7 +292,7 @@ class FunctionalNeuralProcess(PyroModule):
             if cached is None or cached[0] != versions or not torch.equal(cached[1], fingerprint):
                 cached = (versions, fingerprint, self.torso(self.reference_x))
                 self.__dict__["_reference_features"] = cached
-            return cached[2], self.torso(x.to(self.reference_x))
+            return cached[2], self.torso(x.to(self.reference_x)), None
         # The kept pass, and the guide's results kept with it (step_shared), serve the model
         # only while nothing they depend on has changed: the batch, the reference set, the
         # mode and every parameter of the model (the heads and the kernel's too).
@@ -315,18 +333,24 @@ class FunctionalNeuralProcess(PyroModule):
         memo[name] = (inputs, result)
         return result
 
-    def _training_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h_R, h)`` of one training step: one torso pass over the reference set and ``x``,
+    def _training_features(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(h_R, h, index)`` of one training step: one torso pass over the reference set (or
+        ``reference_subsample_size`` random points of it, at ``index``) and ``x``,
         differentiated through ``reference_gradient_size`` random reference points if set."""
-        size, k = self.reference_size, self.reference_gradient_size
+        reference, index = self.reference_x, None
+        m = self.reference_subsample_size
+        if m is not None and m < len(reference):
+            index = torch.randperm(len(reference), device=reference.device)[:m]
+            reference = reference[index]
+        size, k = len(reference), self.reference_gradient_size
         if k is None or k >= size:
-            h = self.torso(torch.cat([self.reference_x, x]))
-            return h[:size], h[size:]
-        permutation = torch.randperm(size, device=self.reference_x.device)
-        h_reference, h = partially_differentiated(
-            self.torso, self.reference_x[permutation], k, also=x
-        )
-        return h_reference[permutation.argsort()], h
+            h = self.torso(torch.cat([reference, x]))
+            return h[:size], h[size:], index
+        permutation = torch.randperm(size, device=reference.device)
+        h_reference, h = partially_differentiated(self.torso, reference[permutation], k, also=x)
+        return h_reference[permutation.argsort()], h, index
 
     def embedding_distribution(self, h: torch.Tensor) -> dist.Distribution:
         """``p(u | x) = N(mu_u(h), sigma_u(h)^2)``, event ``(dim_u,)``."""
@@ -355,10 +379,13 @@ class FunctionalNeuralProcess(PyroModule):
         logits = rbf_edge_logits(u, u_reference, self.log_length_scale)
         return RandomGraph(logits, temperature=self._edge_temperature(), event_dim=1)
 
-    def messages(self, h_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def messages(
+        self, h_reference: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference points' ``(m_j, s_j)``, each ``(K, dim_z)``: the inference heads plus
-        the label embedding (one-hot labels for classification)."""
-        y = self.reference_y
+        the label embedding (one-hot labels for classification); ``index``: the reference
+        points ``h_reference`` holds (:meth:`features`)."""
+        y = self.reference_targets(index)
         if self.num_classes is not None:
             y = F.one_hot(y.long(), self.num_classes)
         y = y.to(h_reference).reshape(len(y), self.output_dim)
@@ -400,10 +427,17 @@ class FunctionalNeuralProcess(PyroModule):
 
     # ---------------------------------------------------------------------- the model
 
-    def plates(self, batch_size: int) -> tuple[pyro.plate, pyro.plate]:
-        """The reference set's plate and the data plate (subsampled by the batch)."""
+    def reference_targets(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The targets of the reference points at ``index`` (``None``: all of ``R``)."""
+        return self.reference_y if index is None else self.reference_y[index]
+
+    def plates(
+        self, batch_size: int, index: torch.Tensor | None = None
+    ) -> tuple[pyro.plate, pyro.plate]:
+        """The reference set's plate (subsampled at ``index`` if given, so that the reference
+        terms scale by ``|R| / |index|``) and the data plate (subsampled by the batch)."""
         device = self.reference_x.device
-        reference = pyro.plate("reference", self.reference_size, dim=-1)
+        reference = pyro.plate("reference", self.reference_size, subsample=index, dim=-1)
         data = pyro.plate(
             "data", self.num_data, subsample=torch.arange(batch_size, device=device), dim=-1
         )
@@ -422,14 +456,14 @@ class FunctionalNeuralProcess(PyroModule):
             self.__dict__.pop("_step_memo", None)  # the end of a training step
 
     def _model(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        h_reference, h = self.features(x)
+        h_reference, h, index = self.features(x)
         shared = self.step_shared
-        reference_plate, data_plate = self.plates(len(x))
+        reference_plate, data_plate = self.plates(len(x), index)
         with reference_plate, unscored():
             u_reference = pyro.sample(
                 "reference.u", shared("reference.u", self.embedding_distribution, h_reference)
             )
-        messages = shared("messages", self.messages, h_reference)
+        messages = shared("messages", self.messages, h_reference, index)
         weight = self.free_bits_weight
         with data_plate, unscored():
             u = pyro.sample("u", shared("u", self.embedding_distribution, h))
@@ -451,7 +485,7 @@ class FunctionalNeuralProcess(PyroModule):
                     z_reference = pyro.sample("reference.z", prior)
                 pyro.sample(
                     "reference.y", self.likelihood(z_reference, u_reference),
-                    obs=self.reference_y,
+                    obs=self.reference_targets(index),
                 )  # fmt: skip
         likelihood = self.likelihood(z, u)
         with data_plate:
