@@ -19,6 +19,10 @@ repetition times one step of each of these, in turn, so that all see the same ma
   (``--reference-gradient-size``, default 25): the features of all of ``R`` computed, the
   torso differentiated through ``k`` random reference images and the batch (an unbiased
   gradient, :func:`~pyro_bnn.models.functional_neural_process.partially_differentiated`);
+- ``fnp-subsampled`` and ``fnp-plus-subsampled``: the same steps with
+  ``reference_subsample_size=m`` (``--reference-subsample-size``, default 100): each step on
+  ``m`` random reference images, their terms scaled by ``|R| / m`` (the thesis's biased
+  alternative), so the torso and the DAG see ``m`` reference images, not ``|R|``;
 
 and, to show where the FNP's step goes:
 
@@ -42,6 +46,7 @@ one JSON line (with :func:`provenance.run`) to ``benchmarks/results.jsonl`` (``-
     python benchmarks/fnp_cost.py --threads 1 --repeats 50
     python benchmarks/fnp_cost.py --reference-size 100 --batch-size 100
     python benchmarks/fnp_cost.py --threads 1 --reference-gradient-size 10
+    python benchmarks/fnp_cost.py --threads 1 --reference-subsample-size 100
     python benchmarks/fnp_cost.py --smoke
 """
 
@@ -84,15 +89,17 @@ NUM_BATCHES = 4
 
 #: The steps, in the order each repetition times them.
 KINDS = ("deterministic", "fnp", "fnp-plus", "fnp-partial", "fnp-plus-partial",
-         "deterministic-R+B", "torso", "fnp-graph", "fnp-plus-graph")  # fmt: skip
+         "fnp-subsampled", "fnp-plus-subsampled", "deterministic-R+B", "torso", "fnp-graph",
+         "fnp-plus-graph")  # fmt: skip
 #: The FNP steps, each held to the target.
-FNP_KINDS = ("fnp", "fnp-plus", "fnp-partial", "fnp-plus-partial")
+FNP_KINDS = ("fnp", "fnp-plus", "fnp-partial", "fnp-plus-partial", "fnp-subsampled",
+             "fnp-plus-subsampled")  # fmt: skip
 
 DEFAULTS = {"reference_size": 300, "batch_size": 100, "repeats": 30, "warmup": 3,
-            "reference_gradient_size": 25}  # fmt: skip
+            "reference_gradient_size": 25, "reference_subsample_size": 100}  # fmt: skip
 #: The smallest run that still takes every step (``--smoke``).
 SMOKE = {"reference_size": 20, "batch_size": 10, "repeats": 2, "warmup": 1,
-         "reference_gradient_size": 5}  # fmt: skip
+         "reference_gradient_size": 5, "reference_subsample_size": 8}  # fmt: skip
 
 
 def lenet_torso() -> nn.Sequential:
@@ -195,6 +202,7 @@ def fnp_step(
     dim_u: int,
     dim_z: int,
     reference_gradient_size: int | None = None,
+    reference_subsample_size: int | None = None,
 ) -> SVIStep:
     """The fit step of an FNP (``plus``: FNP+) with one soft free bit on ``z``, as the
     uncertainty benchmark trains it; ``num_data`` is the 55,000 - |R| Fashion-MNIST training
@@ -203,6 +211,7 @@ def fnp_step(
         torso, feature_dim, reference_x, reference_y, num_data=55_000 - len(reference_x),
         num_classes=NUM_CLASSES, dim_u=dim_u, dim_z=dim_z, plus=plus, free_bits=1.0,
         reference_gradient_size=reference_gradient_size,
+        reference_subsample_size=reference_subsample_size,
     )  # fmt: skip
     return SVIStep(model, FunctionalNeuralProcessGuide(model), first)
 
@@ -214,6 +223,7 @@ def build_steps(
     dim_z: int,
     seed: int,
     reference_gradient_size: int,
+    reference_subsample_size: int,
 ) -> tuple[dict[str, Callable], dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
     """Every step of :data:`KINDS` and the batches each one cycles through."""
     pyro.set_rng_seed(seed)
@@ -240,6 +250,10 @@ def build_steps(
         steps[f"{name}-partial"] = fnp_step(
             lenet_torso(), FEATURE_DIM, reference_x, reference_y, batches[0], plus=plus,
             dim_u=dim_u, dim_z=dim_z, reference_gradient_size=reference_gradient_size,
+        )  # fmt: skip
+        steps[f"{name}-subsampled"] = fnp_step(
+            lenet_torso(), FEATURE_DIM, reference_x, reference_y, batches[0], plus=plus,
+            dim_u=dim_u, dim_z=dim_z, reference_subsample_size=reference_subsample_size,
         )  # fmt: skip
     steps["deterministic-R+B"] = DeterministicStep()
     steps["torso"] = TorsoStep(reference_x, batch_size, generator)
@@ -346,12 +360,17 @@ def summarize(times: dict[str, list[float]]) -> dict:
     }
 
 
-def table(summary: dict, reference_size: int, batch_size: int, gradient_size: int) -> str:
+def table(
+    summary: dict, reference_size: int, batch_size: int, gradient_size: int, subsample_size: int
+) -> str:
     both = f"{reference_size + batch_size}"
     partial = f"{both} ({min(gradient_size, reference_size) + batch_size} differentiated)"
+    subsampled = f"{min(subsample_size, reference_size) + batch_size}"
     images = {"deterministic": f"{batch_size}", "fnp": both, "fnp-plus": both,
-              "fnp-partial": partial, "fnp-plus-partial": partial, "deterministic-R+B": both,
-              "torso": both, "fnp-graph": "0", "fnp-plus-graph": "0"}  # fmt: skip
+              "fnp-partial": partial, "fnp-plus-partial": partial,
+              "fnp-subsampled": subsampled, "fnp-plus-subsampled": subsampled,
+              "deterministic-R+B": both, "torso": both, "fnp-graph": "0",
+              "fnp-plus-graph": "0"}  # fmt: skip
     lines = [
         "| step | images through LeNet-5 | median ms | quartiles ms | / deterministic "
         "| median of paired ratios |",
@@ -368,7 +387,7 @@ def table(summary: dict, reference_size: int, batch_size: int, gradient_size: in
     return "\n".join(lines)
 
 
-def verdict(summary: dict, gradient_size: int) -> str:
+def verdict(summary: dict, gradient_size: int, subsample_size: int) -> str:
     ratio, parts = summary["ratio_to_deterministic"], summary["breakdown"]
     holds = summary["target_holds"]
 
@@ -380,7 +399,9 @@ def verdict(summary: dict, gradient_size: int) -> str:
     return (
         f"differentiating the torso through all of R, {pair('')} the deterministic step; "
         f"through {gradient_size} random points of R (reference_gradient_size), "
-        f"{pair('-partial')} (target <= {TARGET_RATIO:g}x). Breakdown: the torso alone on R+B "
+        f"{pair('-partial')}; on {subsample_size} random points of R per step "
+        f"(reference_subsample_size, biased), {pair('-subsampled')} "
+        f"(target <= {TARGET_RATIO:g}x). Breakdown: the torso alone on R+B "
         f"images is {ratio['torso']:.2f}x the deterministic step "
         f"({100 * parts['fnp']['torso_share']:.0f}% of the fnp step), the graph/latent part "
         f"{ratio['fnp-graph']:.2f}x "
@@ -415,6 +436,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="reference points the *-partial steps differentiate the torso through "
         f"(default {DEFAULTS['reference_gradient_size']})",
     )
+    parser.add_argument(
+        "--reference-subsample-size",
+        type=int,
+        default=None,
+        help="reference points the *-subsampled steps train on "
+        f"(default {DEFAULTS['reference_subsample_size']})",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     provenance.add_record_options(parser, "tiny sizes, two repetitions: checks that it runs")
@@ -423,7 +451,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(options, key) is None:
             setattr(options, key, SMOKE[key] if options.smoke else value)
     for key in ("reference_size", "batch_size", "dim_u", "dim_z", "repeats", "threads",
-                "reference_gradient_size"):  # fmt: skip
+                "reference_gradient_size", "reference_subsample_size"):  # fmt: skip
         if getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
     if options.warmup < 0:
@@ -437,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
         run = provenance.run("fnp_cost.py", argv, options.threads)
         steps, data = build_steps(
             options.reference_size, options.batch_size, options.dim_u, options.dim_z,
-            options.seed, options.reference_gradient_size,
+            options.seed, options.reference_gradient_size, options.reference_subsample_size,
         )  # fmt: skip
         started = time.perf_counter()
         times = measure(steps, data, options.repeats, options.warmup)
@@ -448,6 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarize(times)
     summary["graph_profile"] = profile
     gradient_size = options.reference_gradient_size
+    subsample_size = options.reference_subsample_size
     settings = {
         "reference_size": options.reference_size,
         "batch_size": options.batch_size,
@@ -458,6 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": options.threads,
         "seed": options.seed,
         "reference_gradient_size": gradient_size,
+        "reference_subsample_size": subsample_size,
         "input_shape": list(INPUT_SHAPE),
         "inputs": "synthetic uniform images",
     }
@@ -467,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{options.repeats} repetitions, {options.threads} thread(s); {run['machine']}, commit "
         f"{run['commit']}, {run['date']} ({seconds:.0f} s of timing)\n"
     )
-    print(table(summary, options.reference_size, options.batch_size, gradient_size))
+    print(table(summary, options.reference_size, options.batch_size, gradient_size, subsample_size))
     print(
         f"\nProfile of one fnp-graph step (1 thread): {profile['aten_self_ms']:.1f} ms in aten "
         f"operators, {100 * profile['pairwise_share']:.0f}% of it on the embeddings' pairwise "
@@ -475,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"({100 * profile['dag_pairwise_share']:.0f}% on the DAG's, N = |R|)"
     )
     target = f"an FNP step <= {TARGET_RATIO:g}x the deterministic step"
-    print(f"\nTarget ({target}): {verdict(summary, gradient_size)}")
+    print(f"\nTarget ({target}): {verdict(summary, gradient_size, subsample_size)}")
     record = {
         "benchmark": "fnp_cost",
         **run,

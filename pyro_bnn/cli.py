@@ -8,8 +8,8 @@ expected-L0 penalty; ``spike-and-slab``: group spike-and-slab; ``sbp``: structur
 pruning), with a functional neural process (``fnp``, ``fnp+``: a prior over functions, also
 on the toy regressions ``toy-cubic`` and ``toy-sinusoid``; ``--reference-size``, ``--dim-u`` and
 ``--dim-z`` default to the thesis's settings, ``--reference-gradient-size`` trades gradient noise
-for a cheaper step), or deterministically (the baseline with the same budget), evaluates it and
-writes into the output directory:
+and ``--reference-subsample-size`` a biased gradient for a cheaper step), or deterministically
+(the baseline with the same budget), evaluates it and writes into the output directory:
 
 - ``checkpoint.pt``: model, guide and optimizer (sparse VD) or the network (deterministic), with
   the options of the run;
@@ -296,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         "points per step, an unbiased and cheaper gradient (default: all of them)",
     )
     train.add_argument(
+        "--reference-subsample-size",
+        type=int,
+        default=None,
+        help="fnp, fnp+: train each step on this many random reference points, their terms "
+        "scaled up to the whole set's: a biased, cheaper gradient (default: all of them)",
+    )
+    train.add_argument(
         "--dim-z", type=int, default=None, help="fnp, fnp+: latent size (default 64, 10 or 50)"
     )
     train.add_argument("--num-samples", type=int, default=100, help="posterior samples at test")
@@ -499,7 +506,8 @@ def _check_arguments(args) -> None:
             "--resume continues Bayesian runs; the deterministic baseline keeps no optimizer "
             "state to continue from"
         )
-    fnp_options = ("reference_size", "dim_u", "dim_z", "reference_gradient_size")
+    fnp_options = ("reference_size", "dim_u", "dim_z", "reference_gradient_size",
+                   "reference_subsample_size")  # fmt: skip
     for name in fnp_options:
         value = getattr(args, name)
         if value is not None and args.method not in FNP_METHODS:
@@ -956,6 +964,7 @@ def _train(args) -> dict | None:
         for name, default in zip(("dim_u", "dim_z", "reference_size"), defaults, strict=True):
             settings[name] = getattr(args, name) or default
         settings["reference_gradient_size"] = args.reference_gradient_size
+        settings["reference_subsample_size"] = args.reference_subsample_size
         if settings["reference_size"] >= len(train_set):
             raise ValueError(
                 f"--reference-size {settings['reference_size']} leaves none of the "
@@ -1001,7 +1010,8 @@ def _train(args) -> dict | None:
         if not main:
             return None
         result["train_seconds"] = time.perf_counter() - started
-        sizes = ("dim_u", "dim_z", "reference_size", "reference_gradient_size")
+        sizes = ("dim_u", "dim_z", "reference_size", "reference_gradient_size",
+                 "reference_subsample_size")  # fmt: skip
         result.update({key: settings[key] for key in sizes})
         plots.training_curves(result["history"], os.path.join(args.output, "training_curves.png"))
         atomic_write_json(os.path.join(args.output, "metrics.json"), result)

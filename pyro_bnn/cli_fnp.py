@@ -59,7 +59,8 @@ def build(run: dict, splits, net: nn.Module | None, train_set: TensorDataset):
     """``(model, guide, the points outside the reference set)`` of a run's settings.
 
     :param run: the run's settings: ``method``, ``seed``, ``dim_u``, ``dim_z``,
-        ``reference_size``, ``reference_gradient_size`` (absent in older runs: all of ``R``)
+        ``reference_size``, ``reference_gradient_size`` and ``reference_subsample_size``
+        (absent in older runs: all of ``R``)
         and, for regression, ``y_mean`` and ``y_std``.
     """
     from pyro_bnn.guides import FunctionalNeuralProcessGuide
@@ -75,7 +76,8 @@ def build(run: dict, splits, net: nn.Module | None, train_set: TensorDataset):
     model = FunctionalNeuralProcess(
         features, width, x_r, y_r, len(rest), dim_u=run["dim_u"], dim_z=run["dim_z"],
         plus=run["method"] == "fnp+", free_bits=free_bits(splits.task, run["method"]),
-        reference_gradient_size=run.get("reference_gradient_size"), **options,
+        reference_gradient_size=run.get("reference_gradient_size"),
+        reference_subsample_size=run.get("reference_subsample_size"), **options,
     )  # fmt: skip
     return model, FunctionalNeuralProcessGuide(model), rest
 

@@ -34,6 +34,9 @@ def test_smoke_run_times_every_step_and_records_it(tmp_path, capsys):
     assert saved["settings"]["reference_gradient_size"] == 5
     assert "| fnp-partial | 30 (15 differentiated) |" in printed
     assert "through 5 random points of R (reference_gradient_size)" in printed
+    assert saved["settings"]["reference_subsample_size"] == 8
+    assert "| fnp-plus-subsampled | 18 |" in printed
+    assert "on 8 random points of R per step (reference_subsample_size, biased)" in printed
     # A ratio of two medians of three noisy timings: under load the torso alone can time
     # slower than the whole step, so only its sign and finiteness are checked.
     assert 0 < saved["breakdown"]["fnp"]["torso_share"] < float("inf")
@@ -58,3 +61,6 @@ def test_bad_options_are_refused(capsys):
     with pytest.raises(SystemExit):
         fnp_cost.parse_arguments(["--reference-gradient-size", "0"])
     assert "--reference-gradient-size must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        fnp_cost.parse_arguments(["--reference-subsample-size", "0"])
+    assert "--reference-subsample-size must be a positive integer" in capsys.readouterr().err

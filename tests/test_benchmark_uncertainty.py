@@ -198,6 +198,9 @@ def test_reference_size_must_leave_training_images(tmp_path, write_mnist_files, 
     with pytest.raises(SystemExit):
         uncertainty.parse_arguments([*arguments, "--fnp-reference-gradient-size", "0"])
     assert "--fnp-reference-gradient-size must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        uncertainty.parse_arguments([*arguments, "--fnp-reference-subsample-size", "0"])
+    assert "--fnp-reference-subsample-size must be a positive integer" in capsys.readouterr().err
     parsed = uncertainty.parse_arguments(
         [*arguments[:-1], "5", "--fnp-reference-gradient-size", "2"]
     )
@@ -234,13 +237,16 @@ def test_matrix_normal_cap_reaches_the_guide(tmp_path, write_mnist_files, capsys
     assert record["settings"]["matrix_normal_max_scale"] == 0.5
 
 
-def test_fnp_reference_gradient_size_reaches_the_model(tmp_path, write_mnist_files):
+def test_fnp_reference_gradient_and_subsample_sizes_reach_the_model(tmp_path, write_mnist_files):
     root = write_mnist_files(tmp_path / "fashion", num_images=40)
     output = tmp_path / "results.jsonl"
     uncertainty.main(["--smoke", "--data-root", str(root), "--num-train", "20",
                       "--num-validation", "0", "--num-test", "10", "--num-ood", "4",
                       "--num-samples", "2", "--reference-size", "5", "--output", str(output),
-                      "--methods", "fnp-plus", "--fnp-reference-gradient-size", "2"])  # fmt: skip
+                      "--methods", "fnp-plus", "--fnp-reference-gradient-size", "2",
+                      "--fnp-reference-subsample-size", "3"])  # fmt: skip
     (record,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert record["details"]["reference_gradient_size"] == 2
     assert record["settings"]["fnp_reference_gradient_size"] == 2
+    assert record["details"]["reference_subsample_size"] == 3
+    assert record["settings"]["fnp_reference_subsample_size"] == 3

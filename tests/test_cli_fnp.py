@@ -40,7 +40,8 @@ def test_fnp_plus_on_the_digits(tmp_path):
     output = tmp_path / "fnp-plus"
     arguments = ["train", "--method", "fnp+", "--data", "digits", "--epochs", "1",
                  "--train-subset", "200", "--reference-size", "30", "--dim-u", "4", "--dim-z",
-                 "8", "--reference-gradient-size", "10", "--num-samples", "5", "--quiet",
+                 "8", "--reference-gradient-size", "10", "--reference-subsample-size", "20",
+                 "--num-samples", "5", "--quiet",
                  "--output", str(output)]  # fmt: skip
     code, out, err = run(arguments)
     assert code == 0, err
@@ -48,6 +49,7 @@ def test_fnp_plus_on_the_digits(tmp_path):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["reference_size"] == 30 and 0 <= metrics["test"]["error"] <= 1
     assert metrics["reference_gradient_size"] == 10
+    assert metrics["reference_subsample_size"] == 20
 
 
 def test_fnp_runs_refuse_what_does_not_apply(cubic_run, tmp_path):
@@ -65,6 +67,10 @@ def test_fnp_runs_refuse_what_does_not_apply(cubic_run, tmp_path):
                         "--output", str(tmp_path / "d")])  # fmt: skip
     assert code == 2 and "--reference-gradient-size must be at least 1, got 0" in err
     assert not (tmp_path / "d").exists()
+    code, _, err = run(["train", "--method", "fnp+", "--reference-subsample-size", "-3",
+                        "--output", str(tmp_path / "e")])  # fmt: skip
+    assert code == 2 and "--reference-subsample-size must be at least 1, got -3" in err
+    assert not (tmp_path / "e").exists()
     code, _, err = run(["train", "--method", "fnp", "--data", "toy-cubic", "--reference-size",
                         "20", "--output", str(tmp_path / "c")])  # fmt: skip
     assert code == 2 and "leaves none of the 20 training points" in err

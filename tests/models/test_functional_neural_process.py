@@ -337,6 +337,53 @@ def test_a_reference_gradient_size_leaves_the_bound_and_the_heads_gradients_unch
     assert not all(torch.allclose(a, b) for a, b in zip(torso, full_torso, strict=True))
 
 
+def test_a_reference_subsample_trains_on_m_points_with_their_terms_scaled_to_R():
+    x, y = torch.randn(4, 2), torch.randn(4)
+    pyro.set_rng_seed(0)
+    model, guide = _regression(reference=6, free_bits=1.0, reference_subsample_size=2)
+
+    def traces(model, guide, draw_index):
+        model.train()
+        pyro.set_rng_seed(1)
+        if draw_index:
+            torch.randperm(6)  # the subsample's draw, so that both see the same noise after
+        guide_trace = poutine.trace(guide).get_trace(x, y)
+        replayed = poutine.replay(model, trace=guide_trace)
+        model_trace = poutine.trace(replayed).get_trace(x, y)
+        for trace in (guide_trace, model_trace):
+            trace.compute_log_prob()
+        return guide_trace, model_trace
+
+    guide_trace, model_trace = traces(model, guide, draw_index=False)
+    pyro.set_rng_seed(1)
+    index = torch.randperm(6)[:2]
+    assert torch.equal(model_trace.nodes["reference"]["value"], index)
+    assert torch.equal(model_trace.nodes["reference.y"]["value"], model.reference_y[index])
+    assert model_trace.nodes["reference.dag"]["value"].shape == (2, 2)
+    assert model_trace.nodes["parents"]["value"].shape == (4, 2)
+    # The same model holding only those two points as R, its terms unscaled.
+    small, small_guide = _regression(reference=2, free_bits=1.0)
+    small.set_reference(model.reference_x[index], model.reference_y[index])
+    small.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("reference")},
+        strict=False,
+    )
+    small_guide_trace, small_model_trace = traces(small, small_guide, draw_index=True)
+    for full, part in ((guide_trace, small_guide_trace), (model_trace, small_model_trace)):
+        for name in ("reference.z", "reference.y", "z", "obs"):
+            if name in part.nodes:
+                scale = 3.0 if name.startswith("reference") else 1.0
+                torch.testing.assert_close(
+                    full.nodes[name]["log_prob_sum"], scale * part.nodes[name]["log_prob_sum"]
+                )
+    # Prediction conditions on all of R.
+    model.eval()
+    with torch.no_grad():
+        assert poutine.trace(guide).get_trace(x).nodes["reference.u"]["value"].shape == (6, 2)
+    with pytest.raises(ValueError, match="reference_subsample_size must be a positive integer"):
+        _regression(reference_subsample_size=0)
+
+
 def test_the_model_reuses_the_guides_graphs_and_priors_within_a_step():
     model, guide = _classifier()
     model.train()
