@@ -29,6 +29,9 @@ Every training step runs the torso on all of ``R`` besides the batch, so a step 
 ``reference_gradient_size=k`` keeps the features exact but differentiates the torso through
 ``k`` random reference points only, with their gradients scaled by ``|R| / k``
 (:func:`partially_differentiated`, unbiased): the backward pass then covers ``k + B`` images.
+``reference_subsample_size=m`` trains each step on ``m`` random reference points instead, their
+terms scaled by ``|R| / m`` (the thesis's biased alternative, App. 10.3.4): the torso sees
+``m + B`` images and the DAG ``m^2`` pairs; prediction still uses all of ``R``.
 
 The guide is :class:`~pyro_bnn.guides.FunctionalNeuralProcessGuide`: ``u``, the graphs and the
 edges share prior and posterior (their KL terms cancel) and ``z`` has the amortized Gaussian
