@@ -35,12 +35,12 @@ and, to show where the FNP's step goes:
   their backward and Adam on the heads, Pyro's tracing included.
 
 ``torso + fnp-graph`` should come close to ``fnp``.  A profile of one ``fnp-graph`` step then
-says how much of the graph part goes to the RBF kernels' pairwise differences of the
-embeddings (:func:`profile_graph_step`).  Medians over ``--repeats`` repetitions (after
-``--warmup`` untimed ones), their ratios to the deterministic step (the target's test) and
-the medians of the ratios within a repetition are printed as a markdown table and appended as
-one JSON line (with :func:`provenance.run`) to ``benchmarks/results.jsonl`` (``--output``); a
-``--smoke`` run (tiny sizes, two repetitions) records nothing unless ``--output`` is given.
+names the operators that take most of the graph part (:func:`profile_graph_step`).  Medians
+over ``--repeats`` repetitions (after ``--warmup`` untimed ones), their ratios to the
+deterministic step (the target's test) and the medians of the ratios within a repetition are
+printed as a markdown table and appended as one JSON line (with :func:`provenance.run`) to
+``benchmarks/results.jsonl`` (``--output``); a ``--smoke`` run (tiny sizes, two repetitions)
+records nothing unless ``--output`` is given.
 
     python benchmarks/fnp_cost.py
     python benchmarks/fnp_cost.py --threads 1 --repeats 50
@@ -86,6 +86,8 @@ LR = 1e-3  # Adam's default, as in the thesis
 TARGET_RATIO = 3.0
 #: Distinct synthetic batches the steps cycle through (a new tensor each step, as a loader's).
 NUM_BATCHES = 4
+#: The operators the graph step's profile names.
+TOP_OPERATORS = 5
 
 #: The steps, in the order each repetition times them.
 KINDS = ("deterministic", "fnp", "fnp-plus", "fnp-partial", "fnp-plus-partial",
@@ -284,43 +286,26 @@ def measure(
     return times
 
 
-def profile_graph_step(
-    step: SVIStep, batch: tuple[torch.Tensor, torch.Tensor], reference_size: int, dim_u: int
-) -> dict:
+def profile_graph_step(step: SVIStep, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """Where one ``fnp-graph`` step's operator time goes (``torch.profiler``, self CPU time of
-    the aten operators, after the timed repetitions): the share spent on tensors of the
-    embeddings' pairwise differences, ``(N, |R|, dim_u)``, through which both graphs' RBF
-    kernels are computed (for the DAG ``N = |R|``, for the bipartite graph the batch), forward
-    and backward, in the guide and again in the model.
+    the aten operators, after the timed repetitions): the total and the :data:`TOP_OPERATORS`
+    operators that take most of it.
 
     It runs on one thread, where an operator's self time is its own work (with more, a
     contended machine charges the waits for the other threads to the operators).  Shares of a
     single profiled step: a rough guide, not a timing."""
     with provenance.torch_threads(1), step.scope():
-        with torch.profiler.profile(record_shapes=True) as profiler:
+        with torch.profiler.profile() as profiler:
             step(*batch)
-    total = pairwise = dag = 0.0
-    for event in profiler.key_averages(group_by_input_shape=True):
-        if not event.key.startswith("aten::"):
-            continue
-        microseconds = event.self_cpu_time_total
-        total += microseconds
-        shapes = [list(shape) for shape in event.input_shapes]
-        differences = [
-            shape for shape in shapes
-            if len(shape) == 3 and shape[-1] == dim_u and reference_size in shape[:2]
-        ]  # fmt: skip
-        if differences:
-            pairwise += microseconds
-            if [reference_size, reference_size, dim_u] in shapes or (
-                [reference_size, 1, dim_u] in shapes
-            ):
-                dag += microseconds
+    operators = [
+        (event.key, event.self_cpu_time_total / 1000)
+        for event in profiler.key_averages()
+        if event.key.startswith("aten::")
+    ]
+    operators.sort(key=lambda item: -item[1])
     return {
-        "aten_self_ms": total / 1000,
-        "pairwise_ms": pairwise / 1000,
-        "pairwise_share": pairwise / total if total else None,
-        "dag_pairwise_share": dag / total if total else None,
+        "aten_self_ms": sum(ms for _, ms in operators),
+        "top_operators_ms": [[name, ms] for name, ms in operators[:TOP_OPERATORS]],
     }
 
 
@@ -470,9 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         times = measure(steps, data, options.repeats, options.warmup)
         seconds = time.perf_counter() - started
-        profile = profile_graph_step(
-            steps["fnp-graph"], data["fnp-graph"][0], options.reference_size, options.dim_u
-        )
+        profile = profile_graph_step(steps["fnp-graph"], data["fnp-graph"][0])
     summary = summarize(times)
     summary["graph_profile"] = profile
     gradient_size = options.reference_gradient_size
@@ -500,9 +483,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(summary, options.reference_size, options.batch_size, gradient_size, subsample_size))
     print(
         f"\nProfile of one fnp-graph step (1 thread): {profile['aten_self_ms']:.1f} ms in aten "
-        f"operators, {100 * profile['pairwise_share']:.0f}% of it on the embeddings' pairwise "
-        f"differences (N, |R|, {options.dim_u}) of the RBF kernels "
-        f"({100 * profile['dag_pairwise_share']:.0f}% on the DAG's, N = |R|)"
+        "operators, most in "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in profile["top_operators_ms"])
     )
     target = f"an FNP step <= {TARGET_RATIO:g}x the deterministic step"
     print(f"\nTarget ({target}): {verdict(summary, gradient_size, subsample_size)}")

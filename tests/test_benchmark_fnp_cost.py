@@ -40,7 +40,11 @@ def test_smoke_run_times_every_step_and_records_it(tmp_path, capsys):
     # A ratio of two medians of three noisy timings: under load the torso alone can time
     # slower than the whole step, so only its sign and finiteness are checked.
     assert 0 < saved["breakdown"]["fnp"]["torso_share"] < float("inf")
-    assert 0 <= saved["graph_profile"]["pairwise_share"] <= 1
+    top = saved["graph_profile"]["top_operators_ms"]
+    assert 0 < len(top) <= fnp_cost.TOP_OPERATORS and all(
+        name.startswith("aten::") for name, _ in top
+    )
+    assert sum(ms for _, ms in top) <= saved["graph_profile"]["aten_self_ms"] + 1e-9
 
 
 def test_smoke_run_records_nothing_by_default(capsys):
