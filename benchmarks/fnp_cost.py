@@ -246,17 +246,18 @@ def build_steps(
         feature_batches = [(feature_net(x), y) for x, y in batches]
     both = [(torch.cat([reference_x, x]), torch.cat([reference_y, y])) for x, y in batches]
     steps: dict[str, Callable] = {"deterministic": DeterministicStep()}
+    # The estimators of the reference set's terms, by the suffix of their steps' names.
+    estimators = {
+        "": {},
+        "-partial": {"reference_gradient_size": reference_gradient_size},
+        "-subsampled": {"reference_subsample_size": reference_subsample_size},
+    }
     for plus, name in ((False, "fnp"), (True, "fnp-plus")):
-        steps[name] = fnp_step(lenet_torso(), FEATURE_DIM, reference_x, reference_y, batches[0],
-                               plus=plus, dim_u=dim_u, dim_z=dim_z)  # fmt: skip
-        steps[f"{name}-partial"] = fnp_step(
-            lenet_torso(), FEATURE_DIM, reference_x, reference_y, batches[0], plus=plus,
-            dim_u=dim_u, dim_z=dim_z, reference_gradient_size=reference_gradient_size,
-        )  # fmt: skip
-        steps[f"{name}-subsampled"] = fnp_step(
-            lenet_torso(), FEATURE_DIM, reference_x, reference_y, batches[0], plus=plus,
-            dim_u=dim_u, dim_z=dim_z, reference_subsample_size=reference_subsample_size,
-        )  # fmt: skip
+        for suffix, estimator in estimators.items():
+            steps[name + suffix] = fnp_step(
+                lenet_torso(), FEATURE_DIM, reference_x, reference_y, batches[0], plus=plus,
+                dim_u=dim_u, dim_z=dim_z, **estimator,
+            )  # fmt: skip
     steps["deterministic-R+B"] = DeterministicStep()
     steps["torso"] = TorsoStep(reference_x, batch_size, generator)
     for plus, name in ((False, "fnp-graph"), (True, "fnp-plus-graph")):

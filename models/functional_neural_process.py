@@ -184,15 +184,11 @@ class FunctionalNeuralProcess(PyroModule):
         self.dim_u, self.dim_z, self.plus = dim_u, dim_z, plus
         self.temperature, self.free_bits = temperature, free_bits
         self.num_data = num_data
-        self.reference_gradient_size = (
-            None
-            if reference_gradient_size is None
-            else positive_integer("reference_gradient_size", reference_gradient_size)
-        )
-        self.reference_subsample_size = (
-            None
-            if reference_subsample_size is None
-            else positive_integer("reference_subsample_size", reference_subsample_size)
+        estimator = {"reference_gradient_size": reference_gradient_size,
+                     "reference_subsample_size": reference_subsample_size}  # fmt: skip
+        self.reference_gradient_size, self.reference_subsample_size = (
+            None if value is None else positive_integer(name, value)
+            for name, value in estimator.items()
         )
         self.torso = torso
         self.embedding = nn.Linear(feature_dim, 2 * dim_u)
@@ -269,18 +265,15 @@ class FunctionalNeuralProcess(PyroModule):
         """``(h_R, h, index)``: the torso on the reference set and on ``x``, and which reference
         points ``h_R`` holds (``None``: all of ``R``, in order).
 
-        In training with ``reference_subsample_size`` set, ``h_R`` holds that many reference
-        points drawn at random, ``index`` their positions in ``R``.
-
-        In training, one pass over both (differentiated through ``reference_gradient_size``
-        random reference points if set).  The guide runs first and asks to ``keep`` it; the
-        model, run next on the same batch with the same parameters, takes the kept pass instead
-        of running the torso again (and only the next guide call keeps another, so a second
-        loss on the same batch gets a fresh pass to differentiate).  Without gradients
-        (prediction), the
-        reference set's features are kept until the torso or the reference set changes, and
-        only ``x`` goes through the torso: a predictive over many chunks of inputs pays for the
-        reference set once.
+        In training, one pass over both: over ``reference_subsample_size`` random reference
+        points if set (``index`` their positions in ``R``), differentiated through
+        ``reference_gradient_size`` random ones if set.  The guide runs first and asks to
+        ``keep`` it; the model, run next on the same batch with the same parameters, takes the
+        kept pass instead of running the torso again (and only the next guide call keeps
+        another, so a second loss on the same batch gets a fresh pass to differentiate).
+        Without gradients (prediction), the reference set's features are kept until the torso
+        or the reference set changes, and only ``x`` goes through the torso: a predictive over
+        many chunks of inputs pays for the reference set once.
         """
         if not torch.is_grad_enabled():
             self.__dict__.pop("_step_memo", None)  # a pass without gradients is not a step
