@@ -74,9 +74,8 @@ The methods (one function and one entry of :data:`METHODS` each; a function trai
   ``--batch-size`` images of the others (``M``) plus all of ``R``, and an epoch is one pass over
   ``M``.  They train with :func:`pyro_bnn.fit` (the guide
   :class:`~pyro_bnn.guides.FunctionalNeuralProcessGuide`, Adam at ``--lr``, ``--epochs``, no
-  weight decay and no early stopping, where the thesis stops early on validation accuracy) and
-  predict with :func:`pyro_bnn.predict` (``--num-samples``).  Each run also prints the
-  thesis's Table 13 row of each FNP for its ``|R|``.
+  weight decay) and predict with :func:`pyro_bnn.predict` (``--num-samples``).  Each run also
+  prints the thesis's Table 13 row of each FNP for its ``|R|``.
 
 The three variational methods share one model: a ``Normal(0, 1)`` prior on every weight
 (Table 3's ``N(0, I)``), biases point estimates, the categorical likelihood scaled to the
@@ -85,7 +84,14 @@ number of training images used; they differ in the guide only.  They train with
 predict with :func:`pyro_bnn.predict` (``--num-samples``, 100 as in the thesis).  The weight
 decay of the point estimates is ``1 / N`` by default, which makes their training the MAP
 estimate under that same prior.  Every method trains on the same images (the validation images
-are held out for all of them, though only the Laplace approximation reads them).
+are held out for all of them; the Laplace approximation reads them, and early stopping does).
+
+Every method trains for ``--epochs``.  ``--early-stopping PATIENCE`` takes the thesis's
+protocol instead (App. 10.3: "at most 100 epochs ... early stopping on validation accuracy"):
+after each epoch the accuracy on the validation images (``--validation-samples`` posterior
+samples), training ended once ``PATIENCE`` epochs in a row have not beaten the best, and the
+best epoch's parameters evaluated (:class:`EarlyStopping`; not for the deep ensemble, nor with
+random labels).  The epochs trained and the accuracies are in each record's ``details``.
 
 Settings from the thesis: LeNet-5-Caffe with ReLUs, Adam with learning rate 1e-3, batches of
 100, He initialization, 100 test samples.  The thesis trains for 100 epochs (its code's
@@ -98,6 +104,7 @@ errors and random-label accuracies, for orientation only (another data set).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -213,6 +220,9 @@ class Settings:
     fnp_reference_gradient_size: int | None = None
     #: Reference points each step trains on, drawn at random (None: all of R).
     fnp_reference_subsample_size: int | None = None
+    #: Early stopping's patience in epochs (None: train for ``epochs``; see EarlyStopping).
+    early_stopping: int | None = None
+    validation_samples: int = 10  # posterior samples of each early-stopping check
     seed: int = 0
 
 
@@ -250,11 +260,95 @@ Predictor = Callable[[torch.Tensor], ClassificationPrediction]
 @dataclass
 class Trained:
     """A trained method: its predictor, the training seconds it reused from another method
-    (the Laplace approximation's deterministic network), and what else is worth recording."""
+    (the Laplace approximation's deterministic network), the epochs it trained (None: the
+    run's ``--epochs``), and what else is worth recording."""
 
     predict: Predictor
     reused_seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    epochs: int | None = None
+
+
+class _PatienceExhausted(Exception):
+    """Raised by :class:`EarlyStopping` after an epoch to end the training loop there."""
+
+
+@dataclass
+class EarlyStopping:
+    """Early stopping on validation accuracy, the thesis's protocol for its Table 6 (App. 10.3:
+    "at most 100 epochs ... early stopping on validation accuracy"; its patience is not given).
+
+    Called after every epoch (the ``callback`` of :func:`pyro_bnn.fit` and of
+    :func:`~pyro_bnn.baselines.train_deterministic`), it measures ``predict``'s accuracy on the
+    validation images, keeps a copy of ``modules``' parameters and buffers whenever the accuracy
+    beats every earlier epoch's, and ends training once ``patience`` epochs in a row have not.
+    :meth:`train` then gives the modules back the best epoch's state.  The checks draw from the
+    same random streams as training, so a run with early stopping does not repeat one without.
+    """
+
+    modules: list[nn.Module]
+    predict: Predictor
+    x: torch.Tensor  # (N, 1, 28, 28) validation images
+    y: torch.Tensor  # (N,) their labels
+    patience: int
+    accuracies: list[float] = field(default_factory=list)
+    records: list = field(default_factory=list)  # each epoch's training record
+    best_epoch: int = 0
+    _best: list[dict] = field(default_factory=list)
+
+    def __call__(self, record) -> None:
+        self.records.append(record)
+        # Prediction may switch modules to evaluation mode; training goes on in theirs.
+        modes = [(m, m.training) for module in self.modules for m in module.modules()]
+        accuracy = (self.predict(self.x).predicted_class == self.y).double().mean().item()
+        for module, training in modes:
+            module.train(training)
+        self.accuracies.append(accuracy)
+        if accuracy > max(self.accuracies[:-1], default=-math.inf):
+            self.best_epoch = len(self.accuracies)
+            self._best = [copy.deepcopy(module.state_dict()) for module in self.modules]
+        elif len(self.accuracies) - self.best_epoch >= self.patience:
+            raise _PatienceExhausted
+
+    def train(self, run: Callable[[Callable], object]) -> list:
+        """``run(callback)`` (a training call), stopped early; the records of its epochs."""
+        try:
+            run(self)
+        except _PatienceExhausted:
+            pass
+        for module, state in zip(self.modules, self._best, strict=True):
+            module.load_state_dict(state)
+        return self.records
+
+    @property
+    def details(self) -> dict:
+        return {
+            "patience": self.patience,
+            "best_epoch": self.best_epoch,
+            "epochs_trained": len(self.accuracies),
+            "validation_accuracy": self.accuracies,
+        }
+
+
+def _train(
+    run: Callable[[Callable | None], list],
+    modules: list[nn.Module],
+    validation: Predictor,
+    experiment: Experiment,
+    settings: Settings,
+    details: dict,
+) -> tuple[list, int]:
+    """``run(callback)``, stopped early on validation accuracy when ``settings.early_stopping``
+    asks for it (the checks predict with ``validation``); ``(records, epochs trained)``, and
+    the stopping's details added to ``details``."""
+    if settings.early_stopping is None:
+        return run(None), settings.epochs
+    stopping = EarlyStopping(
+        modules, validation, experiment.x_valid, experiment.y_valid, settings.early_stopping
+    )
+    records = stopping.train(run)
+    details["early_stopping"] = stopping.details
+    return records, len(records)
 
 
 def lenet(num_classes: int) -> nn.Sequential:
@@ -280,51 +374,83 @@ def _prediction_batch(num_samples: int) -> int:
 # --------------------------------------------------------------------------------- methods
 
 
-def _train_map(net: nn.Module, experiment: Experiment, settings: Settings) -> None:
-    """Train ``net`` to the MAP: cross-entropy plus the weight decay of the experiment."""
-    train_deterministic(
-        net,
-        experiment.loader(settings),
-        epochs=settings.epochs,
-        lr=settings.lr,
-        weight_decay=experiment.weight_decay(settings),
-        progress=False,
-    )
+def _train_map(
+    net: nn.Module,
+    experiment: Experiment,
+    settings: Settings,
+    validation: Predictor,
+    details: dict,
+) -> int:
+    """Train ``net`` to the MAP: cross-entropy plus the weight decay of the experiment; the
+    epochs trained."""
+
+    def run(callback: Callable | None) -> list:
+        return train_deterministic(
+            net,
+            experiment.loader(settings),
+            epochs=settings.epochs,
+            lr=settings.lr,
+            weight_decay=experiment.weight_decay(settings),
+            callback=callback,
+            progress=False,
+        )
+
+    _, epochs = _train(run, [net], validation, experiment, settings, details)
+    return epochs
+
+
+@dataclass
+class _DeterministicNetwork:
+    """The deterministic network of one experiment, trained once for the methods built on it."""
+
+    net: nn.Module
+    seconds: float  # training time
+    epochs: int  # epochs trained
+    details: dict  # early stopping's, if any
 
 
 def _deterministic_network(
     experiment: Experiment, settings: Settings
-) -> tuple[nn.Module, float, bool]:
-    """The deterministic network, trained once per experiment: ``(net, training seconds,
-    whether it came from the cache)``."""
+) -> tuple[_DeterministicNetwork, bool]:
+    """The deterministic network, trained once per experiment, and whether it came from the
+    cache."""
     if "deterministic" in experiment.cache:
-        net, seconds = experiment.cache["deterministic"]
-        return net, seconds, True
+        return experiment.cache["deterministic"], True
     started = time.perf_counter()
     pyro.set_rng_seed(method_seed("deterministic", settings))
     net = lenet(experiment.num_classes)
-    _train_map(net, experiment, settings)
-    seconds = time.perf_counter() - started
-    experiment.cache["deterministic"] = (net, seconds)
-    return net, seconds, False
+    details = {}
+    validation = lambda x: predict_deterministic(net, x, per_sample=True)  # noqa: E731
+    epochs = _train_map(net, experiment, settings, validation, details)
+    trained = _DeterministicNetwork(net, time.perf_counter() - started, epochs, details)
+    experiment.cache["deterministic"] = trained
+    return trained, False
 
 
 def deterministic(experiment: Experiment, settings: Settings) -> Trained:
     """MAP with weight decay (the thesis's "L2")."""
-    net, _, _ = _deterministic_network(experiment, settings)
-    return Trained(lambda x: predict_deterministic(net, x, per_sample=True))
+    network, _ = _deterministic_network(experiment, settings)
+    net = network.net
+    return Trained(
+        lambda x: predict_deterministic(net, x, per_sample=True),
+        details=dict(network.details),
+        epochs=network.epochs,
+    )
 
 
 def mc_dropout(experiment: Experiment, settings: Settings) -> Trained:
     """MC dropout: dropout before every weight layer but the first, on at test time."""
     pyro.set_rng_seed(method_seed("mc-dropout", settings))
     net = mc_dropout_network(lenet(experiment.num_classes), settings.dropout)
-    _train_map(net, experiment, settings)
-    batch = _prediction_batch(settings.num_samples)
-    return Trained(
-        lambda x: predict_mc_dropout(net, x, settings.num_samples, batch_size=batch),
-        details={"dropout": settings.dropout},
-    )
+    details = {"dropout": settings.dropout}
+    validation = _mc_dropout_predictor(net, settings.validation_samples)
+    epochs = _train_map(net, experiment, settings, validation, details)
+    return Trained(_mc_dropout_predictor(net, settings.num_samples), details=details, epochs=epochs)
+
+
+def _mc_dropout_predictor(net: nn.Module, num_samples: int) -> Predictor:
+    batch = _prediction_batch(num_samples)
+    return lambda x: predict_mc_dropout(net, x, num_samples, batch_size=batch)
 
 
 def deep_ensemble(experiment: Experiment, settings: Settings) -> Trained:
@@ -345,11 +471,11 @@ def deep_ensemble(experiment: Experiment, settings: Settings) -> Trained:
 def last_layer_laplace(experiment: Experiment, settings: Settings) -> Trained:
     """The last-layer KFAC Laplace approximation of the deterministic network, its prior
     precision chosen on the validation images (``N * weight_decay`` without them)."""
-    net, seconds, reused = _deterministic_network(experiment, settings)
+    network, reused = _deterministic_network(experiment, settings)
     pyro.set_rng_seed(method_seed("last-layer-laplace", settings))
     map_precision = len(experiment.x_train) * experiment.weight_decay(settings)
     features = DataLoader(TensorDataset(experiment.x_train), batch_size=1000)
-    laplace = fit_last_layer_laplace(net, features, prior_precision=map_precision)
+    laplace = fit_last_layer_laplace(network.net, features, prior_precision=map_precision)
     if len(experiment.x_valid):
         fit_prior_precision(
             laplace,
@@ -360,13 +486,15 @@ def last_layer_laplace(experiment: Experiment, settings: Settings) -> Trained:
         )
     return Trained(
         lambda x: predict_last_layer_laplace(laplace, x, settings.num_samples),
-        reused_seconds=seconds if reused else 0.0,
+        reused_seconds=network.seconds if reused else 0.0,
         details={
             "prior_precision": laplace.prior_precision,
             "map_prior_precision": map_precision,
             "validation_images": len(experiment.x_valid),
             "reused_deterministic_network": reused,
+            **network.details,
         },
+        epochs=network.epochs,
     )
 
 
@@ -380,21 +508,31 @@ def _variational(
 ) -> Trained:
     """Train with :func:`pyro_bnn.fit` on ``data`` (default: every training image) and predict
     with :func:`pyro_bnn.predict`."""
-    history = fit(
-        model,
-        guide,
-        experiment.loader(settings) if data is None else data,
-        epochs=settings.epochs,
-        lr=settings.lr,
-        seed=method_seed(name, settings),
-        progress=False,
-    )
-    batch = _prediction_batch(settings.num_samples)
-    last = history[-1]
-    return Trained(
-        lambda x: predict(model, guide, x, num_samples=settings.num_samples, batch_size=batch),
-        details={"final_loss": last.loss, "final_data_term": last.data, "final_kl": last.kl},
-    )
+
+    def run(callback: Callable | None) -> list:
+        return fit(
+            model,
+            guide,
+            experiment.loader(settings) if data is None else data,
+            epochs=settings.epochs,
+            lr=settings.lr,
+            seed=method_seed(name, settings),
+            callback=callback,
+            progress=False,
+        )
+
+    details = {}
+    validation = _posterior_predictor(model, guide, settings.validation_samples)
+    history, epochs = _train(run, [model, guide], validation, experiment, settings, details)
+    last = history[-1]  # the last epoch trained, not necessarily the one kept
+    details.update({"final_loss": last.loss, "final_data_term": last.data, "final_kl": last.kl})
+    predictor = _posterior_predictor(model, guide, settings.num_samples)
+    return Trained(predictor, details=details, epochs=epochs)
+
+
+def _posterior_predictor(model: nn.Module, guide: nn.Module, num_samples: int) -> Predictor:
+    batch = _prediction_batch(num_samples)
+    return lambda x: predict(model, guide, x, num_samples=num_samples, batch_size=batch)
 
 
 def _likelihood(experiment: Experiment) -> CategoricalLikelihood:
@@ -789,7 +927,7 @@ def _ratio(seconds: float, reference: float | None) -> str:
     return "-" if not reference else f"{seconds / reference:.2f}x"
 
 
-def uncertainty_table(rows: dict[str, dict], timing: dict[str, dict], epochs: int) -> str:
+def uncertainty_table(rows: dict[str, dict], timing: dict[str, dict]) -> str:
     """The main markdown table: calibration, mean detection and training time per method."""
     sets = list(next(iter(rows.values()))["ood"]) if rows else []
     reference = timing.get("deterministic", {}).get("train_seconds")
@@ -802,7 +940,7 @@ def uncertainty_table(rows: dict[str, dict], timing: dict[str, dict], epochs: in
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, row in rows.items():
-        seconds = timing[method]["train_seconds"]
+        seconds, epochs = timing[method]["train_seconds"], timing[method]["epochs_trained"]
         cells = [
             method,
             str(epochs),
@@ -912,7 +1050,7 @@ def reference_size_table(rows: dict[str, dict], reference_size: int) -> str:
     return "\n".join(lines)
 
 
-def random_label_table(rows: dict[str, dict], timing: dict[str, dict], epochs: int) -> str:
+def random_label_table(rows: dict[str, dict], timing: dict[str, dict]) -> str:
     reference = timing.get("deterministic", {}).get("train_seconds")
     lines = [
         "| method | epochs | S | train accuracy % | test accuracy % | train s/epoch | "
@@ -920,7 +1058,7 @@ def random_label_table(rows: dict[str, dict], timing: dict[str, dict], epochs: i
         "|---|---|---|---|---|---|---|",
     ]
     for method, row in rows.items():
-        seconds = timing[method]["train_seconds"]
+        seconds, epochs = timing[method]["train_seconds"], timing[method]["epochs_trained"]
         lines.append(
             f"| {method} | {epochs} | {row['num_samples']} | "
             f"{100 * row['train_accuracy']:.1f} | {100 * row['test_accuracy']:.1f} | "
@@ -954,7 +1092,11 @@ def run_method(name: str, experiment: Experiment, settings: Settings) -> tuple[d
         inputs = [experiment.x_test, *experiment.ood.values()]
         test, *outside = predict_sets(trained.predict, inputs)
         scores = evaluate(test, experiment.y_test, dict(zip(experiment.ood, outside, strict=True)))
-    timing = {"train_seconds": train_seconds, "predict_seconds": time.perf_counter() - started}
+    timing = {
+        "train_seconds": train_seconds,
+        "predict_seconds": time.perf_counter() - started,
+        "epochs_trained": settings.epochs if trained.epochs is None else trained.epochs,
+    }
     return scores, timing, trained.details
 
 
@@ -1022,12 +1164,29 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="train the FNPs on this many random reference images per step, their terms "
         "scaled up to R's (the thesis's biased alternative; default: all of R)",
     )
+    parser.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="train up to --epochs, stop once PATIENCE epochs in a row have not beaten the best "
+        "validation accuracy, and evaluate the best epoch's parameters (the thesis's protocol; "
+        "default: train for --epochs)",
+    )
+    parser.add_argument(
+        "--validation-samples",
+        type=int,
+        default=defaults.validation_samples,
+        help="posterior samples of each early-stopping check (default "
+        f"{defaults.validation_samples})",
+    )
     parser.add_argument("--num-train", type=int, default=None, help="use the first NUM_TRAIN")
     parser.add_argument(
         "--num-validation",
         type=int,
         default=None,
-        help="training images held out for the Laplace prior precision (default 5000)",
+        help="training images held out for the Laplace prior precision and early stopping "
+        "(default 5000)",
     )
     parser.add_argument("--num-test", type=int, default=None, help="use the first NUM_TEST")
     parser.add_argument("--num-ood", type=int, default=None, help="images per OOD set")
@@ -1056,15 +1215,28 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(options, key) is None:
             setattr(options, key, value if options.smoke else full.get(key))
     for key in ("epochs", "batch_size", "num_samples", "threads", "ensemble_size",
-                "reference_size"):  # fmt: skip
+                "reference_size", "validation_samples"):  # fmt: skip
         if getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
     for key in ("num_train", "num_test", "num_ood", "fnp_reference_gradient_size",
-                "fnp_reference_subsample_size"):  # fmt: skip
+                "fnp_reference_subsample_size", "early_stopping"):  # fmt: skip
         if getattr(options, key) is not None and getattr(options, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be a positive integer")
     if options.num_validation < 0:
         parser.error("--num-validation must be non-negative")
+    if options.early_stopping is not None:
+        if options.num_validation == 0:
+            parser.error("--early-stopping needs validation images; --num-validation is 0")
+        if options.random_labels:
+            parser.error(
+                "--early-stopping does not apply with --random-labels: the thesis's Table 5 "
+                "trains for a fixed number of epochs, and the validation labels are random too"
+            )
+        if "deep-ensemble" in options.methods:
+            parser.error(
+                "--early-stopping does not apply to deep-ensemble, whose members train for "
+                "--epochs; leave it out of --methods"
+            )
     fnps = [name for name in FNP_METHODS if name in options.methods]
     if fnps and options.num_train is not None and options.reference_size >= options.num_train:
         parser.error(
@@ -1104,6 +1276,8 @@ def main(argv: list[str] | None = None) -> None:
         reference_size=options.reference_size,
         fnp_reference_gradient_size=options.fnp_reference_gradient_size,
         fnp_reference_subsample_size=options.fnp_reference_subsample_size,
+        early_stopping=options.early_stopping,
+        validation_samples=options.validation_samples,
         seed=options.seed,
     )
     run = provenance.run("uncertainty.py", argv, options.threads)
@@ -1179,18 +1353,24 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"\nFashion-MNIST, LeNet-5-Caffe, protocol {protocol}"
             + (", random labels" if experiment.random_labels else "")
-            + f": {effective.epochs} epochs, batch {effective.batch_size}, lr {effective.lr}, "
+            + f": {effective.epochs} epochs"
+            + (
+                f" at most, early stopping after {effective.early_stopping}"
+                if effective.early_stopping is not None
+                else ""
+            )
+            + f", batch {effective.batch_size}, lr {effective.lr}, "
             f"weight decay {effective.weight_decay:.3g}, {effective.num_samples} test samples, "
             f"images {sizes}, started {started}\n"
         )
         if experiment.random_labels:
-            print(random_label_table(rows, timing, effective.epochs))
+            print(random_label_table(rows, timing))
             chance = chance_accuracy(experiment.y_train, experiment.num_classes)
             holds, text = random_label_verdict(rows, chance, len(experiment.y_train))
             print(f"\nThesis Table 5 (MNIST, accuracy %): {THESIS_TABLE_5}")
             print(f"Claim (flow at chance on random labels, deterministic above): {text}")
         else:
-            print(uncertainty_table(rows, timing, effective.epochs))
+            print(uncertainty_table(rows, timing))
             print()
             print(detection_table(rows))
             print("\nThesis Table 6 form (average predictive entropy / test error or AUROC):\n")

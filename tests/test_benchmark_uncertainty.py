@@ -250,3 +250,83 @@ def test_fnp_reference_gradient_and_subsample_sizes_reach_the_model(tmp_path, wr
     assert record["settings"]["fnp_reference_gradient_size"] == 2
     assert record["details"]["reference_subsample_size"] == 3
     assert record["settings"]["fnp_reference_subsample_size"] == 3
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_its_patience():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    labels = torch.tensor([0, 1, 1, 0])
+    scripted = iter([0.5, 0.75, 0.75, 0.5, 1.0])  # accuracy after epochs 1, 2, ...
+    states = []
+
+    def predictor(x):
+        net.eval()  # as prediction functions may; training must go on in training mode
+        right = round(4 * next(scripted))
+        guesses = torch.where(torch.arange(4) < right, labels, 1 - labels)
+        return _prediction(torch.nn.functional.one_hot(guesses, 2).float()[None])
+
+    def run(callback):
+        for epoch in range(1, 6):
+            assert net.training
+            with torch.no_grad():
+                net[0].weight.fill_(epoch)  # "training": the weights record the epoch
+            states.append(epoch)
+            callback({"epoch": epoch})
+        return ["unreached"]
+
+    stopping = uncertainty.EarlyStopping([net], predictor, torch.zeros(4, 2), labels, patience=2)
+    records = stopping.train(run)
+    # Epoch 2 is best (epoch 3 only ties it); epochs 3 and 4 do not beat it, so epoch 5 never
+    # runs and the network gets epoch 2's weights back.
+    assert states == [1, 2, 3, 4]
+    assert records == [{"epoch": e} for e in (1, 2, 3, 4)]
+    assert stopping.details == {"patience": 2, "best_epoch": 2, "epochs_trained": 4,
+                                "validation_accuracy": [0.5, 0.75, 0.75, 0.5]}  # fmt: skip
+    assert torch.equal(net[0].weight, torch.full((2, 2), 2.0)) and net.training
+
+    # A run that ends before the patience does keeps its best epoch too.
+    scripted = iter([0.25, 0.5])
+    stopping = uncertainty.EarlyStopping([net], predictor, torch.zeros(4, 2), labels, patience=3)
+    assert stopping.train(lambda callback: [callback({"epoch": e}) for e in (1, 2)]) == [
+        {"epoch": 1},
+        {"epoch": 2},
+    ]
+    assert stopping.best_epoch == 2
+
+
+def test_early_stopping_run_end_to_end_and_its_bad_arguments(tmp_path, write_mnist_files, capsys):
+    root = write_mnist_files(tmp_path / "fashion", num_images=60)
+    output = tmp_path / "results.jsonl"
+    arguments = ["--smoke", "--data-root", str(root), "--num-train", "30", "--num-validation",
+                 "10", "--num-test", "10", "--num-ood", "4", "--num-samples", "2",
+                 "--reference-size", "5", "--output", str(output)]  # fmt: skip
+    for extra, message in [
+        (["--early-stopping", "0"], "--early-stopping must be a positive integer"),
+        (["--early-stopping", "1", "--validation-samples", "0"], "--validation-samples must"),
+        (["--early-stopping", "1", "--num-validation", "0"], "needs validation images"),
+        (["--early-stopping", "1", "--random-labels"], "does not apply with --random-labels"),
+        (["--early-stopping", "1", "--methods", "deep-ensemble"], "does not apply to deep-ens"),
+    ]:
+        with pytest.raises(SystemExit):
+            uncertainty.main([*arguments, *extra])
+        assert message in capsys.readouterr().err
+    assert not output.exists()
+
+    methods = ["deterministic", "mc-dropout", "last-layer-laplace", "mean-field", "fnp-plus"]
+    uncertainty.main([*arguments, "--epochs", "3", "--early-stopping", "1",
+                      "--validation-samples", "3", "--methods", *methods])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "3 epochs at most, early stopping after 1" in printed
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["method"] for r in records] == methods
+    for record in records:
+        stopping = record["details"]["early_stopping"]
+        trained = stopping["epochs_trained"]
+        assert record["epochs_trained"] == trained and 1 <= trained <= 3
+        assert len(stopping["validation_accuracy"]) == trained
+        assert stopping["best_epoch"] in (trained - 1, trained)  # patience 1
+        accuracies = stopping["validation_accuracy"]
+        assert accuracies[stopping["best_epoch"] - 1] == max(accuracies)
+        assert record["settings"]["early_stopping"] == 1
+        assert record["settings"]["validation_samples"] == 3
+    # The Laplace approximation reuses the deterministic network, stopped early once.
+    assert records[2]["details"]["early_stopping"] == records[0]["details"]["early_stopping"]

@@ -93,6 +93,7 @@ def train_deterministic(
     ema_decay: float | None = None,
     task: str = "classification",
     noise: GaussianNoise | None = None,
+    callback: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``net`` with Adam (as :func:`pyro_bnn.fit` does) on the mean negative
     log-likelihood, one pass over ``data`` per epoch.
@@ -116,6 +117,8 @@ def train_deterministic(
         (Gaussian negative log-likelihood of the network's mean under ``noise``).
     :param noise: for regression, the :class:`GaussianNoise` whose variance is learned (unless
         it was made with ``learn=False``) and afterwards holds the fitted value.
+    :param callback: called with each epoch's record when the epoch ends (as
+        :func:`pyro_bnn.fit`'s); an exception it raises ends training there.
     :returns: one ``{"epoch", "loss", "lr"}`` record per epoch (mean training negative
         log-likelihood per example, without the penalty, and the learning rate the epoch used);
         for regression also ``"noise_variance"`` at the end of the epoch.
@@ -172,6 +175,8 @@ def train_deterministic(
             if schedule is not None:
                 schedule.step()
             bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]['loss']:.4f}")
+            if callback is not None:
+                callback(record)
     if average is not None and average.steps:
         average.apply()
     return history

@@ -76,6 +76,26 @@ def test_train_deterministic_steps_the_schedule_per_epoch(digits_data):
     assert [record["lr"] for record in history] == pytest.approx([0.3, 0.15, 0.075])
 
 
+def test_train_deterministic_calls_back_after_each_epoch_and_stops_on_its_error(digits_data):
+    train_set, _ = digits_data
+    loader = DataLoader(Subset(train_set, range(64)), batch_size=32)
+    net = small_net()
+    seen = []
+
+    def callback(record):
+        seen.append((record, state(net)))
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_deterministic(net, loader, epochs=5, callback=callback, progress=False)
+    assert [record["epoch"] for record, _ in seen] == [1, 2]
+    # Each call sees the epoch's finished parameters, and nothing trains after the error.
+    first, second = seen[0][1][0], seen[1][1][0]
+    assert not all(torch.equal(first[name], second[name]) for name in first)
+    assert same_state(seen[1][1], [net])
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_predict_deterministic(digits_data, training):
     _, x = digits_data
