@@ -420,8 +420,7 @@ def _deterministic_network(
     pyro.set_rng_seed(method_seed("deterministic", settings))
     net = lenet(experiment.num_classes)
     details = {}
-    validation = lambda x: predict_deterministic(net, x, per_sample=True)  # noqa: E731
-    epochs = _train_map(net, experiment, settings, validation, details)
+    epochs = _train_map(net, experiment, settings, _deterministic_predictor(net), details)
     trained = _DeterministicNetwork(net, time.perf_counter() - started, epochs, details)
     experiment.cache["deterministic"] = trained
     return trained, False
@@ -430,12 +429,12 @@ def _deterministic_network(
 def deterministic(experiment: Experiment, settings: Settings) -> Trained:
     """MAP with weight decay (the thesis's "L2")."""
     network, _ = _deterministic_network(experiment, settings)
-    net = network.net
-    return Trained(
-        lambda x: predict_deterministic(net, x, per_sample=True),
-        details=dict(network.details),
-        epochs=network.epochs,
-    )
+    predictor = _deterministic_predictor(network.net)
+    return Trained(predictor, details=dict(network.details), epochs=network.epochs)
+
+
+def _deterministic_predictor(net: nn.Module) -> Predictor:
+    return lambda x: predict_deterministic(net, x, per_sample=True)
 
 
 def mc_dropout(experiment: Experiment, settings: Settings) -> Trained:
