@@ -337,18 +337,18 @@ def _train(
     experiment: Experiment,
     settings: Settings,
     details: dict,
-) -> tuple[list, int]:
+) -> list:
     """``run(callback)``, stopped early on validation accuracy when ``settings.early_stopping``
-    asks for it (the checks predict with ``validation``); ``(records, epochs trained)``, and
-    the stopping's details added to ``details``."""
+    asks for it (the checks predict with ``validation``): the records of the epochs trained,
+    and the stopping's details added to ``details``."""
     if settings.early_stopping is None:
-        return run(None), settings.epochs
+        return run(None)
     stopping = EarlyStopping(
         modules, validation, experiment.x_valid, experiment.y_valid, settings.early_stopping
     )
     records = stopping.train(run)
     details["early_stopping"] = stopping.details
-    return records, len(records)
+    return records
 
 
 def lenet(num_classes: int) -> nn.Sequential:
@@ -395,8 +395,7 @@ def _train_map(
             progress=False,
         )
 
-    _, epochs = _train(run, [net], validation, experiment, settings, details)
-    return epochs
+    return len(_train(run, [net], validation, experiment, settings, details))
 
 
 @dataclass
@@ -522,11 +521,11 @@ def _variational(
 
     details = {}
     validation = _posterior_predictor(model, guide, settings.validation_samples)
-    history, epochs = _train(run, [model, guide], validation, experiment, settings, details)
+    history = _train(run, [model, guide], validation, experiment, settings, details)
     last = history[-1]  # the last epoch trained, not necessarily the one kept
     details.update({"final_loss": last.loss, "final_data_term": last.data, "final_kl": last.kl})
     predictor = _posterior_predictor(model, guide, settings.num_samples)
-    return Trained(predictor, details=details, epochs=epochs)
+    return Trained(predictor, details=details, epochs=len(history))
 
 
 def _posterior_predictor(model: nn.Module, guide: nn.Module, num_samples: int) -> Predictor:
